@@ -1,0 +1,63 @@
+package job
+
+// SpecVersion is the only job-spec version this build understands. A spec
+// without a version is read as version 1; any other value is refused so that a
+// newer client never has its fields silently ignored by an older coordinator.
+const SpecVersion = 1
+
+// Spec is what a user submits. The field names are the wire names; see the
+// README's job spec reference for the meaning and the limits of each.
+type Spec struct {
+	Version     int               `json:"version"`
+	Queue       string            `json:"queue,omitempty"`
+	Repository  *Repository       `json:"repository,omitempty"`
+	Files       map[string]string `json:"files,omitempty"`
+	Steps       []Step            `json:"steps"`
+	Resources   Resources         `json:"resources,omitempty"`
+	Network     Network           `json:"network,omitempty"`
+	Timeout     Duration          `json:"timeout,omitempty"`
+	MaxAttempts int               `json:"maxAttempts,omitempty"`
+	Artifacts   []string          `json:"artifacts,omitempty"`
+	Secrets     []string          `json:"secrets,omitempty"`
+	Priority    int               `json:"priority,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+}
+
+// Repository names the source checked out into the workspace before the steps.
+// Checkout is the workspace issue's business; the core only carries it.
+type Repository struct {
+	Name      string   `json:"name,omitempty"`
+	URL       string   `json:"url,omitempty"`
+	Commit    string   `json:"commit"`
+	FetchTags bool     `json:"fetchTags,omitempty"`
+	Shallow   *bool    `json:"shallow,omitempty"`
+	Sparse    []string `json:"sparse,omitempty"`
+}
+
+// Step is one command run in a fresh sandbox over the shared workspace.
+type Step struct {
+	Name    string            `json:"name,omitempty"`
+	Image   string            `json:"image,omitempty"`
+	Run     string            `json:"run"`
+	Env     map[string]string `json:"env,omitempty"`
+	Dir     string            `json:"dir,omitempty"`
+	Timeout Duration          `json:"timeout,omitempty"`
+}
+
+// Resources are the limits a job asks for. Zero means "the executor's default".
+type Resources struct {
+	CPUs   float64  `json:"cpus,omitempty"`
+	Memory ByteSize `json:"memory,omitempty"`
+	Pids   int      `json:"pids,omitempty"`
+	Disk   ByteSize `json:"disk,omitempty"`
+}
+
+// Network is a job's egress policy.
+type Network string
+
+const (
+	// NetworkInternet allows public destinations only (the default).
+	NetworkInternet Network = "internet"
+	// NetworkNone allows loopback only.
+	NetworkNone Network = "none"
+)
