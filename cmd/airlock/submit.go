@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlock-run/airlock/internal/api"
+	"github.com/airlock-run/airlock/internal/job/specfile"
+)
+
+func newSubmitCommand() *cobra.Command {
+	var cf clientFlags
+	var follow bool
+	var queueName string
+	cmd := &cobra.Command{
+		Use:   "submit FILE",
+		Short: "Submit a job from a YAML or JSON spec",
+		Long: `Submit a job from a YAML or JSON spec file ("-" reads standard input).
+
+With --follow, stream the job's log until it ends; the exit status then mirrors
+the outcome: 0 succeeded, 1 failed, 3 canceled, 4 errored (2 is a bad spec or
+usage, 5 a coordinator that could not be reached).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			spec, err := specfile.Load(args[0])
+			if err != nil {
+				return exitf(exitUsage, "%v", err)
+			}
+			if queueName != "" {
+				spec.Queue = queueName
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			j, err := c.Submit(ctx, spec)
+			if err != nil {
+				return apiExit("submitting "+args[0], err)
+			}
+			out := cmd.OutOrStdout()
+			if !follow {
+				if cf.json {
+					return printJSON(out, j)
+				}
+				fmt.Fprintf(out, "job %d queued on %q\n", j.ID, j.Queue)
+				return nil
+			}
+			if !cf.json {
+				fmt.Fprintf(cmd.ErrOrStderr(), "job %d queued on %q; following its log (Ctrl-C stops following, not the job)\n", j.ID, j.Queue)
+			}
+			return followToEnd(cmd, c, j.ID, cf.json)
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "stream the log until the job ends; exit status mirrors the outcome")
+	cmd.Flags().StringVar(&queueName, "queue", "", "override the spec's queue")
+	return cmd
+}
+
+// followToEnd streams a job's log (each attempt in turn) until the job is
+// terminal, then prints a summary and returns the outcome's exit status.
+func followToEnd(cmd *cobra.Command, c *api.Client, id int64, asJSON bool) error {
+	ctx, stop := signalContext(cmd.Context())
+	defer stop()
+	logOut := cmd.OutOrStdout()
+	if asJSON {
+		logOut = cmd.ErrOrStderr()
+	}
+	for attempt := 0; ; {
+		j, err := c.Get(ctx, id)
+		if err != nil {
+			return apiExit(fmt.Sprintf("getting job %d", id), err)
+		}
+		if j.State.Terminal() && (j.Attempt == 0 || attempt >= j.Attempt) {
+			return summarize(cmd, j, asJSON)
+		}
+		next := j.Attempt
+		if next <= attempt {
+			next = attempt + 1
+		}
+		if attempt > 0 && !asJSON {
+			fmt.Fprintf(cmd.ErrOrStderr(), "--- attempt %d ---\n", next)
+		}
+		if _, err := c.Logs(ctx, id, api.LogOptions{Attempt: next, Follow: true}, logOut); err != nil {
+			return apiExit(fmt.Sprintf("following job %d", id), err)
+		}
+		attempt = next
+		// The log of this attempt is complete; the job is terminal or a new
+		// attempt is coming. Give the coordinator a moment before asking.
+		select {
+		case <-ctx.Done():
+			return exitf(exitSystem, "interrupted")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func summarize(cmd *cobra.Command, j *api.Job, asJSON bool) error {
+	if asJSON {
+		if err := printJSON(cmd.OutOrStdout(), j); err != nil {
+			return err
+		}
+		if err := outcomeExit(j); err != nil {
+			return &exitError{code: err.(*exitError).code}
+		}
+		return nil
+	}
+	took := ""
+	if j.StartedAt != nil && j.FinishedAt != nil {
+		took = " in " + j.FinishedAt.Sub(*j.StartedAt).Round(time.Millisecond).String()
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "job %d %s%s (attempt %d)\n", j.ID, j.State, took, j.Attempt)
+	return outcomeExit(j)
+}

@@ -1,0 +1,316 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/airlock-run/airlock/internal/job"
+	"github.com/airlock-run/airlock/internal/queue"
+)
+
+// defaultQueue is used for a spec that names none. Validation normally fills
+// it in; the store only refuses to invent anything stranger.
+const defaultQueue = "default"
+
+// Listing limits, from the queue.ListParams contract.
+const (
+	defaultListLimit = 50
+	maxListLimit     = 1000
+)
+
+const jobColumns = `id, queue, priority, spec, state, reason, message, cancel_requested,
+	attempt, max_attempts, created_at, started_at, finished_at`
+
+// scanner is what *sql.Row and *sql.Rows offer.
+type scanner interface{ Scan(dest ...any) error }
+
+func scanJob(sc scanner) (*queue.Job, error) {
+	var (
+		j                          queue.Job
+		spec                       string
+		created, started, finished int64
+	)
+	if err := sc.Scan(&j.ID, &j.Queue, &j.Priority, &spec, &j.State, &j.Reason, &j.Message, &j.CancelRequested,
+		&j.Attempt, &j.MaxAttempts, &created, &started, &finished); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(spec), &j.Spec); err != nil {
+		return nil, fmt.Errorf("decoding spec of job %d: %w", j.ID, err)
+	}
+	j.CreatedAt, j.StartedAt, j.FinishedAt = fromNanos(created), fromNanos(started), fromNanos(finished)
+	return &j, nil
+}
+
+// loadJob reads one job without its attempts; ErrNotFound if it is missing.
+func loadJob(ctx context.Context, q querier, id int64) (*queue.Job, error) {
+	j, err := scanJob(q.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, queue.ErrNotFound
+	}
+	return j, err
+}
+
+// Submit implements queue.Store.
+func (s *Store) Submit(ctx context.Context, p queue.SubmitParams) (*queue.Job, error) {
+	spec, err := json.Marshal(p.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("submitting job: encoding spec: %w", err)
+	}
+	q := p.Spec.Queue
+	if q == "" {
+		q = defaultQueue
+	}
+	maxAttempts := max(p.Spec.MaxAttempts, 1)
+	var j *queue.Job
+	err = s.write(ctx, func(tx *sql.Tx, now int64) error {
+		var id int64
+		if err := tx.QueryRowContext(ctx, `INSERT INTO jobs (queue, priority, spec, state, max_attempts, created_at)
+			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+			q, p.Spec.Priority, spec, job.StateQueued, maxAttempts, now).Scan(&id); err != nil {
+			return err
+		}
+		j, err = loadJob(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("submitting job: %w", err)
+	}
+	return j, nil
+}
+
+// Get implements queue.Store.
+func (s *Store) Get(ctx context.Context, id int64) (*queue.Job, error) {
+	var j *queue.Job
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		if j, err = loadJob(ctx, tx, id); err != nil {
+			return err
+		}
+		j.Attempts, err = loadAttempts(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("getting job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+func loadAttempts(ctx context.Context, q querier, jobID int64) ([]queue.Attempt, error) {
+	rows, err := q.QueryContext(ctx, `SELECT number, executor, started_at, finished_at, lease_until,
+		outcome, reason, message, steps, log_size
+		FROM attempts WHERE job_id = ? ORDER BY number`, jobID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var as []queue.Attempt
+	for rows.Next() {
+		var (
+			a                        queue.Attempt
+			started, finished, lease int64
+			steps                    sql.NullString
+		)
+		if err := rows.Scan(&a.Number, &a.Executor, &started, &finished, &lease,
+			&a.Outcome, &a.Reason, &a.Message, &steps, &a.LogSize); err != nil {
+			return nil, err
+		}
+		if steps.Valid {
+			if err := json.Unmarshal([]byte(steps.String), &a.Steps); err != nil {
+				return nil, fmt.Errorf("decoding steps of attempt %d: %w", a.Number, err)
+			}
+		}
+		a.StartedAt, a.FinishedAt, a.LeaseUntil = fromNanos(started), fromNanos(finished), fromNanos(lease)
+		as = append(as, a)
+	}
+	return as, rows.Err()
+}
+
+// List implements queue.Store. The cursor is the base64 of the last ID
+// returned; the next page starts below it.
+func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	limit = min(limit, maxListLimit)
+
+	var (
+		where []string
+		args  []any
+	)
+	if p.Cursor != "" {
+		before, err := decodeCursor(p.Cursor)
+		if err != nil {
+			return nil, fmt.Errorf("listing jobs: %w", err)
+		}
+		where = append(where, "id < ?")
+		args = append(args, before)
+	}
+	if len(p.States) > 0 {
+		where = append(where, "state IN ("+placeholders(len(p.States))+")")
+		for _, st := range p.States {
+			args = append(args, st)
+		}
+	}
+	if len(p.Queues) > 0 {
+		where = append(where, "queue IN ("+placeholders(len(p.Queues))+")")
+		for _, q := range p.Queues {
+			args = append(args, q)
+		}
+	}
+	query := `SELECT ` + jobColumns + ` FROM jobs`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit+1) // one more tells whether there is a next page
+
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing jobs: %w", err)
+	}
+	defer rows.Close()
+	res := &queue.ListResult{}
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing jobs: %w", err)
+		}
+		res.Jobs = append(res.Jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing jobs: %w", err)
+	}
+	if len(res.Jobs) > limit {
+		res.Jobs = res.Jobs[:limit]
+		res.NextCursor = encodeCursor(res.Jobs[limit-1].ID)
+	}
+	return res, nil
+}
+
+func encodeCursor(id int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(id, 10)))
+}
+
+func decodeCursor(c string) (int64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, fmt.Errorf("invalid cursor %q", c)
+	}
+	id, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("invalid cursor %q", c)
+	}
+	return id, nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// Cancel implements queue.Store.
+func (s *Store) Cancel(ctx context.Context, id int64) (*queue.Job, error) {
+	var j *queue.Job
+	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+		var err error
+		if j, err = loadJob(ctx, tx, id); err != nil {
+			return err
+		}
+		switch {
+		case j.State == job.StateQueued:
+			_, err = tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, message = '', finished_at = ?
+				WHERE id = ?`, job.StateCanceled, job.ReasonCanceled, now, id)
+		case j.State == job.StateRunning:
+			if j.CancelRequested {
+				return nil // asked already
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE jobs SET cancel_requested = 1 WHERE id = ?`, id)
+		default:
+			return fmt.Errorf("job is %s: %w", j.State, queue.ErrInvalidState)
+		}
+		if err != nil {
+			return err
+		}
+		j, err = loadJob(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("canceling job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+// Retry implements queue.Store. The attempt counter keeps counting, so that
+// attempt numbers stay unique within a job; attempt_base moves up to it, so
+// that the budget of MaxAttempts starts afresh.
+func (s *Store) Retry(ctx context.Context, id int64) (*queue.Job, error) {
+	var j *queue.Job
+	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+		var err error
+		if j, err = loadJob(ctx, tx, id); err != nil {
+			return err
+		}
+		if !j.State.Terminal() {
+			return fmt.Errorf("job is %s: %w", j.State, queue.ErrInvalidState)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = '', message = '',
+			cancel_requested = 0, finished_at = 0, lease_until = 0, attempt_base = attempt
+			WHERE id = ?`, job.StateQueued, id); err != nil {
+			return err
+		}
+		j, err = loadJob(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("retrying job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+// Executors implements queue.Store.
+func (s *Store) Executors(ctx context.Context) ([]queue.ExecutorInfo, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT info, last_seen FROM executors ORDER BY last_seen DESC, name`)
+	if err != nil {
+		return nil, fmt.Errorf("listing executors: %w", err)
+	}
+	defer rows.Close()
+	var out []queue.ExecutorInfo
+	for rows.Next() {
+		var (
+			info string
+			seen int64
+			e    queue.ExecutorInfo
+		)
+		if err := rows.Scan(&info, &seen); err != nil {
+			return nil, fmt.Errorf("listing executors: %w", err)
+		}
+		if err := json.Unmarshal([]byte(info), &e); err != nil {
+			return nil, fmt.Errorf("listing executors: decoding info: %w", err)
+		}
+		e.LastSeen = fromNanos(seen)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing executors: %w", err)
+	}
+	return out, nil
+}
+
+// upsertExecutor records what an executor said about itself at now.
+func upsertExecutor(ctx context.Context, tx *sql.Tx, e queue.ExecutorInfo, now int64) error {
+	e.LastSeen = fromNanos(now)
+	info, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encoding executor info: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO executors (name, info, last_seen) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen`,
+		e.Name, info, now)
+	return err
+}
