@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,18 +57,11 @@ func (f *clientFlags) client() (*api.Client, error) {
 	}
 	var opts []api.ClientOption
 	if f.caFile != "" {
-		pem, err := os.ReadFile(f.caFile)
+		tc, err := api.ClientTLSConfig(f.caFile)
 		if err != nil {
 			return nil, exitf(exitUsage, "--ca-file: %v", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, exitf(exitUsage, "--ca-file %s: no PEM certificate found", f.caFile)
-		}
-		opts = append(opts, api.WithHTTPClient(&http.Client{Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-			MaxIdleConnsPerHost: 16,
-		}}))
+		opts = append(opts, api.WithTLSConfig(tc))
 	}
 	return api.NewClient(url, token, opts...), nil
 }

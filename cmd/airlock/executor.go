@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,6 +27,7 @@ type executorConfig struct {
 	Runtime      string
 	WorkDir      string
 	DrainTimeout time.Duration
+	KillGrace    time.Duration
 }
 
 func (c *executorConfig) register(cmd *cobra.Command, withConnection bool) {
@@ -45,6 +43,7 @@ func (c *executorConfig) register(cmd *cobra.Command, withConnection bool) {
 	f.IntVar(&c.MaxJobs, "max-jobs", 1, "most jobs run at once")
 	f.StringVar(&c.Runtime, "runtime", runtimes.Auto, "sandbox runtime: auto picks the strongest available; shell is for development and isolates nothing")
 	f.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Minute, "on SIGTERM, how long running jobs may finish before they are cancelled")
+	f.DurationVar(&c.KillGrace, "kill-grace", 5*time.Second, "when a step is cancelled or times out, how long its processes get between SIGTERM and SIGKILL")
 }
 
 func newExecutorCommand() *cobra.Command {
@@ -78,18 +77,11 @@ finish, then are cancelled and reported. A second signal cancels them at once.`,
 			}
 			var opts []api.ClientOption
 			if cfg.CAFile != "" {
-				pem, err := os.ReadFile(cfg.CAFile)
+				tc, err := api.ClientTLSConfig(cfg.CAFile)
 				if err != nil {
 					return exitf(exitUsage, "--ca-file: %v", err)
 				}
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pem) {
-					return exitf(exitUsage, "--ca-file %s: no PEM certificate found", cfg.CAFile)
-				}
-				opts = append(opts, api.WithHTTPClient(&http.Client{Transport: &http.Transport{
-					TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-					MaxIdleConnsPerHost: 64,
-				}}))
+				opts = append(opts, api.WithTLSConfig(tc))
 			}
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -101,8 +93,8 @@ finish, then are cancelled and reported. A second signal cancels them at once.`,
 	return cmd
 }
 
-// runExecutor runs an executor until the first signal (or ctx), then drains:
-// a second signal, or the drain timeout, cancels the running jobs.
+// runExecutor runs an executor until the first signal, then drains: a second
+// signal, the drain timeout or the end of ctx cancels the running jobs.
 func runExecutor(ctx context.Context, log *slog.Logger, cfg executorConfig, c *api.Client, sigs <-chan os.Signal) error {
 	if cfg.MaxJobs < 1 {
 		return exitf(exitUsage, "--max-jobs %d: must be at least 1", cfg.MaxJobs)
@@ -121,32 +113,14 @@ func runExecutor(ctx context.Context, log *slog.Logger, cfg executorConfig, c *a
 		MaxJobs:      cfg.MaxJobs,
 		Runtime:      rt,
 		DrainTimeout: cfg.DrainTimeout,
+		KillGrace:    cfg.KillGrace,
 		Logger:       log,
 	}, c)
 	if err != nil {
 		return exitf(exitUsage, "%v", err)
 	}
-	if err := ex.Start(ctx); err != nil {
-		return exitf(exitSystem, "starting the executor: %v", err)
-	}
-	select {
-	case <-ctx.Done():
-	case s := <-sigs:
-		log.Info("draining: no new jobs; running jobs may finish", "signal", s.String(), "drain_timeout", cfg.DrainTimeout,
-			"hint", "send the signal again to cancel them now")
-	}
-	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.DrainTimeout)
-	defer cancel()
-	go func() {
-		select {
-		case s := <-sigs:
-			log.Warn("second signal: cancelling running jobs now", "signal", s.String())
-			cancel()
-		case <-drainCtx.Done():
-		}
-	}()
-	if err := ex.Stop(drainCtx); err != nil {
-		log.Warn("stopping the executor", "error", err)
+	if err := ex.Run(ctx, sigs); err != nil {
+		log.Warn("executor stopped with jobs cancelled", "error", err)
 	}
 	log.Info("executor stopped")
 	return nil

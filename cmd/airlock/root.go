@@ -61,7 +61,20 @@ secrets are read from the environment or from files, never from flags.`,
 		newRetryCommand(),
 		newVersionCommand(),
 	)
+	annotateEnvTwins(root)
 	return root
+}
+
+// annotateEnvTwins appends each flag's environment twin to its help text.
+func annotateEnvTwins(cmd *cobra.Command) {
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Name != "help" && !strings.Contains(f.Usage, "env "+envName(f.Name)) {
+			f.Usage += " [env " + envName(f.Name) + "]"
+		}
+	})
+	for _, sub := range cmd.Commands() {
+		annotateEnvTwins(sub)
+	}
 }
 
 // envName is the environment twin of a flag: --max-jobs → AIRLOCK_MAX_JOBS.

@@ -70,32 +70,37 @@ func followToEnd(cmd *cobra.Command, c *api.Client, id int64, asJSON bool) error
 	if asJSON {
 		logOut = cmd.ErrOrStderr()
 	}
-	for attempt := 0; ; {
+	shown := 0 // the last attempt whose log was streamed
+	for {
 		j, err := c.Get(ctx, id)
 		if err != nil {
 			return apiExit(fmt.Sprintf("getting job %d", id), err)
 		}
-		if j.State.Terminal() && (j.Attempt == 0 || attempt >= j.Attempt) {
+		if j.State.Terminal() && shown >= j.Attempt {
 			return summarize(cmd, j, asJSON)
 		}
-		next := j.Attempt
-		if next <= attempt {
-			next = attempt + 1
+		opts := api.LogOptions{Attempt: j.Attempt, Follow: true}
+		switch {
+		case j.Attempt == 0:
+			// Never claimed yet: attempt 0 waits for the first attempt and
+			// streams it from its first byte.
+			opts.Attempt = 0
+		case j.Attempt <= shown:
+			// Re-queued after an attempt we already showed: wait for the next.
+			select {
+			case <-ctx.Done():
+				return exitf(exitSystem, "interrupted")
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
-		if attempt > 0 && !asJSON {
-			fmt.Fprintf(cmd.ErrOrStderr(), "--- attempt %d ---\n", next)
+		if shown > 0 && !asJSON {
+			fmt.Fprintf(cmd.ErrOrStderr(), "--- attempt %d ---\n", max(opts.Attempt, shown+1))
 		}
-		if _, err := c.Logs(ctx, id, api.LogOptions{Attempt: next, Follow: true}, logOut); err != nil {
+		if _, err := c.Logs(ctx, id, opts, logOut); err != nil {
 			return apiExit(fmt.Sprintf("following job %d", id), err)
 		}
-		attempt = next
-		// The log of this attempt is complete; the job is terminal or a new
-		// attempt is coming. Give the coordinator a moment before asking.
-		select {
-		case <-ctx.Done():
-			return exitf(exitSystem, "interrupted")
-		case <-time.After(50 * time.Millisecond):
-		}
+		shown = max(opts.Attempt, shown+1)
 	}
 }
 

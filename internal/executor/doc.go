@@ -40,8 +40,17 @@
 // Each job attempt gets one context, cancelled with a cause (user cancel,
 // drain, lost attempt; timeouts are deadlines with a cause), a sandbox named
 // "airlock-<jobID>-<attempt>", the job's files in the workspace, and its steps
-// in order until the first that fails. Step output goes through the redactor
-// into a bounded log streamer. The log is flushed, the sandbox closed, and then
+// in order until the first that fails. A step's environment is the job's env,
+// then the step's env, then the job's secrets, then AIRLOCK_JOB_ID,
+// AIRLOCK_ATTEMPT and AIRLOCK_STEP (later ones win). Its timeout is its own,
+// else Config.DefaultStepTimeout, else whatever remains of the job's (the
+// spec's, else Config.DefaultJobTimeout, capped by Config.MaxJobTimeout).
+// Step output (stdout and stderr as one stream) goes through the redactor into
+// a bounded log streamer (joblog), framed by "==> step NAME (i/n)" header and
+// footer lines the executor writes. Memory stays bounded whatever the output
+// volume: the streamer blocks the step when its buffer is full and keeps only
+// the head and the tail past the coordinator's log limit; a log that cannot be
+// shipped at all is discarded rather than allowed to hang the step. The log is flushed, the sandbox closed, and then
 // the outcome is sent with Finish on a context that survives the job's
 // cancellation, retried until acknowledged, the attempt turns stale, or
 // Config.ReportTimeout passes.

@@ -94,15 +94,6 @@ func (s *testSignal[T]) WaitFor(tb testingTB, ok func(T) bool) T {
 	}
 }
 
-// Pending returns the values not yet taken, without waiting.
-func (s *testSignal[T]) Pending() []T {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q := s.queue
-	s.queue = nil
-	return q
-}
-
 func (s *testSignal[T]) wait(d time.Duration) (T, bool) {
 	timer := time.NewTimer(d)
 	defer timer.Stop()

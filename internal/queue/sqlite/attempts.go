@@ -13,6 +13,7 @@
 // The attempt budget is attempt - attempt_base: a user retry sets
 // attempt_base = attempt, so numbers keep counting up (they stay unique within
 // a job, and each has its own log) while MaxAttempts starts afresh.
+
 package sqlite
 
 import (
@@ -25,6 +26,32 @@ import (
 
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
+)
+
+var (
+	// qQueueHead is the best queued job of one queue: the first entry of its
+	// range of the jobs_claim index.
+	qQueueHead = prepared(`SELECT id, priority FROM jobs
+		WHERE state = 'queued' AND queue = ? ORDER BY priority DESC, id LIMIT 1`)
+	qStartJob = prepared(`UPDATE jobs SET state = 'running', attempt = attempt + 1,
+		started_at = CASE WHEN started_at = 0 THEN ?1 ELSE started_at END,
+		lease_until = ?2, executor = ?3, reason = '', message = ''
+		WHERE id = ?4 AND state = 'queued' RETURNING attempt`)
+	qInsertAttempt = prepared(`INSERT INTO attempts (job_id, number, executor, token_hash, started_at, lease_until)
+		VALUES (?, ?, ?, ?, ?, ?)`)
+	qAttemptForToken = prepared(`SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
+		WHERE a.token_hash = ? AND a.finished_at = 0 AND j.state = 'running' AND j.attempt = a.number`)
+	qLiveAttempt = prepared(`SELECT j.state, j.attempt, j.attempt_base, j.max_attempts, j.cancel_requested,
+			a.executor, a.finished_at, a.outcome, a.ended_by, a.log_size
+		FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id AND a.number = ?
+		WHERE j.id = ?`)
+	qExtendJobLease     = prepared(`UPDATE jobs SET lease_until = ? WHERE id = ?`)
+	qExtendAttemptLease = prepared(`UPDATE attempts SET lease_until = ? WHERE job_id = ? AND number = ?`)
+	// qEndAttempt ends an attempt; its token dies with it.
+	qEndAttempt = prepared(`UPDATE attempts SET finished_at = ?, outcome = ?, reason = ?, message = ?,
+		steps = ?, ended_by = ?, token_hash = NULL WHERE job_id = ? AND number = ?`)
+	qExpired = prepared(`SELECT id, attempt, attempt_base, max_attempts, cancel_requested
+		FROM jobs WHERE state = 'running' AND lease_until < ? ORDER BY id`)
 )
 
 // Claim implements queue.Store.
@@ -40,7 +67,7 @@ func (s *Store) Claim(ctx context.Context, p queue.ClaimParams) (*queue.Claim, e
 	queues = slices.Compact(queues)
 
 	var c *queue.Claim
-	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err := s.write(ctx, func(tx txn, now int64) error {
 		c = nil
 		// The best job of each queue is the head of its index range; the best
 		// of those heads wins. This stays a handful of index seeks however
@@ -54,8 +81,7 @@ func (s *Store) Claim(ctx context.Context, p queue.ClaimParams) (*queue.Claim, e
 				id       int64
 				priority int
 			)
-			err := tx.QueryRowContext(ctx, `SELECT id, priority FROM jobs
-				WHERE state = 'queued' AND queue = ? ORDER BY priority DESC, id LIMIT 1`, q).Scan(&id, &priority)
+			err := tx.QueryRowContext(ctx, qQueueHead, q).Scan(&id, &priority)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
@@ -72,15 +98,11 @@ func (s *Store) Claim(ctx context.Context, p queue.ClaimParams) (*queue.Claim, e
 
 		lease := now + p.Lease.Nanoseconds()
 		var attempt int
-		if err := tx.QueryRowContext(ctx, `UPDATE jobs SET state = 'running', attempt = attempt + 1,
-			started_at = CASE WHEN started_at = 0 THEN ?1 ELSE started_at END,
-			lease_until = ?2, executor = ?3, reason = '', message = ''
-			WHERE id = ?4 AND state = 'queued' RETURNING attempt`,
-			now, lease, p.Executor.Name, bestID).Scan(&attempt); err != nil {
+		if err := tx.QueryRowContext(ctx, qStartJob, now, lease, p.Executor.Name, bestID).Scan(&attempt); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO attempts (job_id, number, executor, token_hash, started_at, lease_until)
-			VALUES (?, ?, ?, ?, ?, ?)`, bestID, attempt, p.Executor.Name, nilIfEmpty(p.TokenHash), now, lease); err != nil {
+		if _, err := tx.ExecContext(ctx, qInsertAttempt, bestID, attempt, p.Executor.Name,
+			nilIfEmpty(p.TokenHash), now, lease); err != nil {
 			return err
 		}
 		if err := upsertExecutor(ctx, tx, p.Executor, now); err != nil {
@@ -116,9 +138,7 @@ func (s *Store) AttemptForToken(ctx context.Context, tokenHash []byte) (queue.At
 		return queue.AttemptRef{}, fmt.Errorf("looking up job token: %w", queue.ErrUnknownToken)
 	}
 	var ref queue.AttemptRef
-	err := s.r.QueryRowContext(ctx, `SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
-		WHERE a.token_hash = ? AND a.finished_at = 0 AND j.state = 'running' AND j.attempt = a.number`,
-		tokenHash).Scan(&ref.JobID, &ref.Attempt)
+	err := s.rstmts[qAttemptForToken].QueryRowContext(ctx, tokenHash).Scan(&ref.JobID, &ref.Attempt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return queue.AttemptRef{}, fmt.Errorf("looking up job token: %w", queue.ErrUnknownToken)
 	}
@@ -157,10 +177,8 @@ func loadLiveAttempt(ctx context.Context, q querier, ref queue.AttemptRef) (live
 		executor, outcome, endedBy sql.NullString
 		finished, logSize          sql.NullInt64
 	)
-	err := q.QueryRowContext(ctx, `SELECT j.state, j.attempt, j.attempt_base, j.max_attempts, j.cancel_requested,
-			a.executor, a.finished_at, a.outcome, a.ended_by, a.log_size
-		FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id AND a.number = ?
-		WHERE j.id = ?`, ref.Attempt, ref.JobID).Scan(&l.state, &l.current, &l.base, &l.maxAttempts, &l.cancelRequested,
+	err := q.QueryRowContext(ctx, qLiveAttempt, ref.Attempt, ref.JobID).Scan(
+		&l.state, &l.current, &l.base, &l.maxAttempts, &l.cancelRequested,
 		&executor, &finished, &outcome, &endedBy, &logSize)
 	if errors.Is(err, sql.ErrNoRows) {
 		return l, nil
@@ -184,7 +202,7 @@ func (s *Store) Heartbeat(ctx context.Context, p queue.HeartbeatParams) (*queue.
 		return nil, fmt.Errorf("heartbeat of executor %s: lease %v is not positive", p.Executor.Name, p.Lease)
 	}
 	var res *queue.HeartbeatResult
-	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err := s.write(ctx, func(tx txn, now int64) error {
 		res = &queue.HeartbeatResult{}
 		lease := now + p.Lease.Nanoseconds()
 		for _, ref := range p.Attempts {
@@ -196,11 +214,10 @@ func (s *Store) Heartbeat(ctx context.Context, p queue.HeartbeatParams) (*queue.
 				res.Unknown = append(res.Unknown, ref)
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_until = ? WHERE id = ?`, lease, ref.JobID); err != nil {
+			if _, err := tx.ExecContext(ctx, qExtendJobLease, lease, ref.JobID); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE attempts SET lease_until = ? WHERE job_id = ? AND number = ?`,
-				lease, ref.JobID, ref.Attempt); err != nil {
+			if _, err := tx.ExecContext(ctx, qExtendAttemptLease, lease, ref.JobID, ref.Attempt); err != nil {
 				return err
 			}
 			if l.cancelRequested {
@@ -249,7 +266,7 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 	}
 
 	var j *queue.Job
-	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err := s.write(ctx, func(tx txn, now int64) error {
 		l, err := loadLiveAttempt(ctx, tx, ref)
 		if err != nil {
 			return err
@@ -285,14 +302,11 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 		if state.Terminal() {
 			finishedAt = now
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE attempts SET finished_at = ?, outcome = ?, reason = ?, message = ?,
-			steps = ?, ended_by = 'finish', token_hash = NULL WHERE job_id = ? AND number = ?`,
-			now, p.Outcome, reason, p.Message, steps, ref.JobID, ref.Attempt); err != nil {
+		if _, err := tx.ExecContext(ctx, qEndAttempt, now, p.Outcome, reason, p.Message, steps, "finish",
+			ref.JobID, ref.Attempt); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, message = ?, finished_at = ?,
-			lease_until = 0, cancel_requested = 0 WHERE id = ?`,
-			state, jobReason, jobMessage, finishedAt, ref.JobID); err != nil {
+		if _, err := tx.ExecContext(ctx, qEndJob, state, jobReason, jobMessage, finishedAt, ref.JobID); err != nil {
 			return err
 		}
 		j, err = loadJob(ctx, tx, ref.JobID)
@@ -309,15 +323,14 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 // reaped or heartbeated in time, never both, and never reaped twice.
 func (s *Store) ReapExpired(ctx context.Context) ([]queue.Reaped, error) {
 	var reaped []queue.Reaped
-	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err := s.write(ctx, func(tx txn, now int64) error {
 		reaped = reaped[:0]
 		type expired struct {
 			id                         int64
 			attempt, base, maxAttempts int
 			cancelRequested            bool
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, attempt, attempt_base, max_attempts, cancel_requested
-			FROM jobs WHERE state = 'running' AND lease_until < ? ORDER BY id`, now)
+		rows, err := tx.QueryContext(ctx, qExpired, now)
 		if err != nil {
 			return err
 		}
@@ -352,15 +365,11 @@ func (s *Store) ReapExpired(ctx context.Context) ([]queue.Reaped, error) {
 			default:
 				state = job.StateQueued
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE attempts SET finished_at = ?, outcome = ?, reason = ?,
-				message = 'the executor stopped heartbeating', ended_by = 'reaper', token_hash = NULL
-				WHERE job_id = ? AND number = ?`,
-				now, job.OutcomeErrored, job.ReasonLeaseExpired, e.id, e.attempt); err != nil {
+			if _, err := tx.ExecContext(ctx, qEndAttempt, now, job.OutcomeErrored, job.ReasonLeaseExpired,
+				"the executor stopped heartbeating", nil, "reaper", e.id, e.attempt); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, message = ?, finished_at = ?,
-				lease_until = 0, cancel_requested = 0 WHERE id = ?`,
-				state, jobReason, jobMessage, finishedAt, e.id); err != nil {
+			if _, err := tx.ExecContext(ctx, qEndJob, state, jobReason, jobMessage, finishedAt, e.id); err != nil {
 				return err
 			}
 			reaped = append(reaped, queue.Reaped{

@@ -27,6 +27,25 @@ const (
 const jobColumns = `id, queue, priority, spec, state, reason, message, cancel_requested,
 	attempt, max_attempts, created_at, started_at, finished_at`
 
+var (
+	qLoadJob   = prepared(`SELECT ` + jobColumns + ` FROM jobs WHERE id = ?`)
+	qInsertJob = prepared(`INSERT INTO jobs (queue, priority, spec, state, max_attempts, created_at)
+		VALUES (?, ?, ?, 'queued', ?, ?) RETURNING id`)
+	qLoadAttempts = prepared(`SELECT number, executor, started_at, finished_at, lease_until,
+		outcome, reason, message, steps, log_size
+		FROM attempts WHERE job_id = ? ORDER BY number`)
+	// qEndJob moves a job to a new state (terminal, or queued again) and
+	// forgets its lease and any cancel request.
+	qEndJob = prepared(`UPDATE jobs SET state = ?, reason = ?, message = ?, finished_at = ?,
+		lease_until = 0, cancel_requested = 0 WHERE id = ?`)
+	qRequestCancel = prepared(`UPDATE jobs SET cancel_requested = 1 WHERE id = ?`)
+	qRetry         = prepared(`UPDATE jobs SET state = 'queued', reason = '', message = '',
+		cancel_requested = 0, finished_at = 0, lease_until = 0, attempt_base = attempt WHERE id = ?`)
+	qExecutors      = prepared(`SELECT info, last_seen FROM executors ORDER BY last_seen DESC, name`)
+	qUpsertExecutor = prepared(`INSERT INTO executors (name, info, last_seen) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen`)
+)
+
 // scanner is what *sql.Row and *sql.Rows offer.
 type scanner interface{ Scan(dest ...any) error }
 
@@ -49,7 +68,7 @@ func scanJob(sc scanner) (*queue.Job, error) {
 
 // loadJob reads one job without its attempts; ErrNotFound if it is missing.
 func loadJob(ctx context.Context, q querier, id int64) (*queue.Job, error) {
-	j, err := scanJob(q.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
+	j, err := scanJob(q.QueryRowContext(ctx, qLoadJob, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, queue.ErrNotFound
 	}
@@ -68,11 +87,9 @@ func (s *Store) Submit(ctx context.Context, p queue.SubmitParams) (*queue.Job, e
 	}
 	maxAttempts := max(p.Spec.MaxAttempts, 1)
 	var j *queue.Job
-	err = s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err = s.write(ctx, func(tx txn, now int64) error {
 		var id int64
-		if err := tx.QueryRowContext(ctx, `INSERT INTO jobs (queue, priority, spec, state, max_attempts, created_at)
-			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			q, p.Spec.Priority, spec, job.StateQueued, maxAttempts, now).Scan(&id); err != nil {
+		if err := tx.QueryRowContext(ctx, qInsertJob, q, p.Spec.Priority, string(spec), maxAttempts, now).Scan(&id); err != nil {
 			return err
 		}
 		j, err = loadJob(ctx, tx, id)
@@ -87,7 +104,7 @@ func (s *Store) Submit(ctx context.Context, p queue.SubmitParams) (*queue.Job, e
 // Get implements queue.Store.
 func (s *Store) Get(ctx context.Context, id int64) (*queue.Job, error) {
 	var j *queue.Job
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.read(ctx, func(tx txn) error {
 		var err error
 		if j, err = loadJob(ctx, tx, id); err != nil {
 			return err
@@ -102,9 +119,7 @@ func (s *Store) Get(ctx context.Context, id int64) (*queue.Job, error) {
 }
 
 func loadAttempts(ctx context.Context, q querier, jobID int64) ([]queue.Attempt, error) {
-	rows, err := q.QueryContext(ctx, `SELECT number, executor, started_at, finished_at, lease_until,
-		outcome, reason, message, steps, log_size
-		FROM attempts WHERE job_id = ? ORDER BY number`, jobID)
+	rows, err := q.QueryContext(ctx, qLoadAttempts, jobID)
 	if err != nil {
 		return nil, err
 	}
@@ -217,20 +232,19 @@ func placeholders(n int) string {
 // Cancel implements queue.Store.
 func (s *Store) Cancel(ctx context.Context, id int64) (*queue.Job, error) {
 	var j *queue.Job
-	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err := s.write(ctx, func(tx txn, now int64) error {
 		var err error
 		if j, err = loadJob(ctx, tx, id); err != nil {
 			return err
 		}
 		switch {
 		case j.State == job.StateQueued:
-			_, err = tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = ?, message = '', finished_at = ?
-				WHERE id = ?`, job.StateCanceled, job.ReasonCanceled, now, id)
+			_, err = tx.ExecContext(ctx, qEndJob, job.StateCanceled, job.ReasonCanceled, "", now, id)
 		case j.State == job.StateRunning:
 			if j.CancelRequested {
 				return nil // asked already
 			}
-			_, err = tx.ExecContext(ctx, `UPDATE jobs SET cancel_requested = 1 WHERE id = ?`, id)
+			_, err = tx.ExecContext(ctx, qRequestCancel, id)
 		default:
 			return fmt.Errorf("job is %s: %w", j.State, queue.ErrInvalidState)
 		}
@@ -251,7 +265,7 @@ func (s *Store) Cancel(ctx context.Context, id int64) (*queue.Job, error) {
 // that the budget of MaxAttempts starts afresh.
 func (s *Store) Retry(ctx context.Context, id int64) (*queue.Job, error) {
 	var j *queue.Job
-	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err := s.write(ctx, func(tx txn, now int64) error {
 		var err error
 		if j, err = loadJob(ctx, tx, id); err != nil {
 			return err
@@ -259,9 +273,7 @@ func (s *Store) Retry(ctx context.Context, id int64) (*queue.Job, error) {
 		if !j.State.Terminal() {
 			return fmt.Errorf("job is %s: %w", j.State, queue.ErrInvalidState)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, reason = '', message = '',
-			cancel_requested = 0, finished_at = 0, lease_until = 0, attempt_base = attempt
-			WHERE id = ?`, job.StateQueued, id); err != nil {
+		if _, err := tx.ExecContext(ctx, qRetry, id); err != nil {
 			return err
 		}
 		j, err = loadJob(ctx, tx, id)
@@ -275,7 +287,7 @@ func (s *Store) Retry(ctx context.Context, id int64) (*queue.Job, error) {
 
 // Executors implements queue.Store.
 func (s *Store) Executors(ctx context.Context) ([]queue.ExecutorInfo, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT info, last_seen FROM executors ORDER BY last_seen DESC, name`)
+	rows, err := s.rstmts[qExecutors].QueryContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing executors: %w", err)
 	}
@@ -303,14 +315,12 @@ func (s *Store) Executors(ctx context.Context) ([]queue.ExecutorInfo, error) {
 }
 
 // upsertExecutor records what an executor said about itself at now.
-func upsertExecutor(ctx context.Context, tx *sql.Tx, e queue.ExecutorInfo, now int64) error {
+func upsertExecutor(ctx context.Context, tx querier, e queue.ExecutorInfo, now int64) error {
 	e.LastSeen = fromNanos(now)
 	info, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encoding executor info: %w", err)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO executors (name, info, last_seen) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen`,
-		e.Name, info, now)
+	_, err = tx.ExecContext(ctx, qUpsertExecutor, e.Name, string(info), now)
 	return err
 }

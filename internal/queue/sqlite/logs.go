@@ -7,6 +7,7 @@
 // rewritten, so an append costs what it adds, not what the log holds), in the
 // same write transaction that moves log_size. A read finds the row that
 // contains its offset through the primary key and concatenates from there.
+
 package sqlite
 
 import (
@@ -25,6 +26,18 @@ const (
 	maxReadBytes = 1 << 20
 )
 
+var (
+	qInsertChunk = prepared(`INSERT INTO log_chunks (job_id, attempt, byte_offset, data) VALUES (?, ?, ?, ?)`)
+	qSetLogSize  = prepared(`UPDATE attempts SET log_size = ? WHERE job_id = ? AND number = ?`)
+	qLogSize     = prepared(`SELECT log_size, finished_at FROM attempts WHERE job_id = ? AND number = ?`)
+	// qReadRange returns the rows holding bytes [?3, ?4): from the last row
+	// that starts at or before ?3 up to the last that starts before ?4.
+	qReadRange = prepared(`SELECT byte_offset, data FROM log_chunks
+		WHERE job_id = ?1 AND attempt = ?2 AND byte_offset < ?4 AND byte_offset >= (
+			SELECT MAX(byte_offset) FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND byte_offset <= ?3)
+		ORDER BY byte_offset`)
+)
+
 // AppendLog implements queue.Store.
 func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, error) {
 	ref := p.Attempt
@@ -32,7 +45,7 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 		return 0, fmt.Errorf("appending to log of job %d attempt %d: negative offset %d", ref.JobID, ref.Attempt, p.Offset)
 	}
 	var end int64
-	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err := s.write(ctx, func(tx txn, now int64) error {
 		l, err := loadLiveAttempt(ctx, tx, ref)
 		if err != nil {
 			return err
@@ -57,15 +70,13 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 		data := p.Data[end-p.Offset:]
 		for off := end; len(data) > 0; {
 			n := min(len(data), maxRowBytes)
-			if _, err := tx.ExecContext(ctx, `INSERT INTO log_chunks (job_id, attempt, byte_offset, data) VALUES (?, ?, ?, ?)`,
-				ref.JobID, ref.Attempt, off, data[:n]); err != nil {
+			if _, err := tx.ExecContext(ctx, qInsertChunk, ref.JobID, ref.Attempt, off, data[:n]); err != nil {
 				return err
 			}
 			off += int64(n)
 			data = data[n:]
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE attempts SET log_size = ? WHERE job_id = ? AND number = ?`,
-			newEnd, ref.JobID, ref.Attempt); err != nil {
+		if _, err := tx.ExecContext(ctx, qSetLogSize, newEnd, ref.JobID, ref.Attempt); err != nil {
 			return err
 		}
 		end = newEnd
@@ -74,6 +85,7 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 	if err != nil {
 		return 0, fmt.Errorf("appending to log of job %d attempt %d: %w", ref.JobID, ref.Attempt, err)
 	}
+	s.ckpt.throttle(ctx, len(p.Data))
 	return end, nil
 }
 
@@ -87,7 +99,7 @@ func (s *Store) ReadLog(ctx context.Context, p queue.ReadLogParams) (*queue.LogC
 		limit = maxReadBytes
 	}
 	var c *queue.LogChunk
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.read(ctx, func(tx txn) error {
 		j, err := loadJob(ctx, tx, p.JobID)
 		if err != nil {
 			return err
@@ -102,8 +114,7 @@ func (s *Store) ReadLog(ctx context.Context, p queue.ReadLogParams) (*queue.LogC
 			return nil
 		}
 		var size, finished int64
-		err = tx.QueryRowContext(ctx, `SELECT log_size, finished_at FROM attempts WHERE job_id = ? AND number = ?`,
-			p.JobID, n).Scan(&size, &finished)
+		err = tx.QueryRowContext(ctx, qLogSize, p.JobID, n).Scan(&size, &finished)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("attempt %d: %w", n, queue.ErrNotFound)
 		}
@@ -128,11 +139,8 @@ func (s *Store) ReadLog(ctx context.Context, p queue.ReadLogParams) (*queue.LogC
 }
 
 // readRange returns the log bytes [from, to) of one attempt.
-func readRange(ctx context.Context, tx *sql.Tx, jobID int64, attempt int, from, to int64) ([]byte, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT byte_offset, data FROM log_chunks
-		WHERE job_id = ?1 AND attempt = ?2 AND byte_offset < ?4 AND byte_offset >= (
-			SELECT MAX(byte_offset) FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND byte_offset <= ?3)
-		ORDER BY byte_offset`, jobID, attempt, from, to)
+func readRange(ctx context.Context, tx querier, jobID int64, attempt int, from, to int64) ([]byte, error) {
+	rows, err := tx.QueryContext(ctx, qReadRange, jobID, attempt, from, to)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 )
 
@@ -71,7 +70,6 @@ CREATE TABLE executors (
 	last_seen INTEGER NOT NULL
 ) STRICT;
 
-CREATE INDEX executors_last_seen ON executors (last_seen);
 `,
 }
 
@@ -80,7 +78,7 @@ CREATE INDEX executors_last_seen ON executors (last_seen);
 // apply them and a failure leaves the schema as it was.
 func (s *Store) migrate(ctx context.Context) error {
 	var applied []int
-	err := s.write(ctx, func(tx *sql.Tx, now int64) error {
+	err := s.write(ctx, func(tx txn, now int64) error {
 		applied = applied[:0]
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 			version    INTEGER PRIMARY KEY,

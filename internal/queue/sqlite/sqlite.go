@@ -18,11 +18,16 @@
 // and the busy timeout serialize their writers through SQLite's file lock, so
 // they do not double-claim either; they merely wait for each other.
 //
+// Hot statements are prepared once per connection (compiling SQL costs more
+// than running most of them), and WAL checkpoints run on a connection of
+// their own, off the write path (see checkpoint.go).
+//
 // # Durability
 //
 // synchronous=NORMAL in WAL mode: a committed transaction survives a crash of
 // the process; the last transactions before a power loss may be lost, never
-// half-applied.
+// half-applied. Everything lives in the one file (plus its -wal and -shm
+// while open), log bytes included, as rows of at most 1 MiB.
 //
 // # Time
 //
@@ -39,9 +44,11 @@ import (
 	"log/slog"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	msqlite "modernc.org/sqlite" // and registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/airlock-run/airlock/internal/queue"
 )
@@ -63,12 +70,22 @@ type Store struct {
 	r      *sql.DB // query-only connections
 	now    func() time.Time
 	logger *slog.Logger
+	ckpt   *checkpointer
+	// Statements prepared at Open, by query text, for each pool.
+	wstmts, rstmts map[string]*sql.Stmt
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// busyTimeout is how long a connection waits for another process's lock
-// before SQLITE_BUSY. Within one Store writers never contend at the SQLite
-// level (they queue for the single write connection instead).
-const busyTimeout = 10 * time.Second
+const (
+	// busyTimeout is how long a connection waits for another process's lock
+	// before SQLITE_BUSY. Within one Store writers never contend at the
+	// SQLite level (they queue for the single write connection instead).
+	busyTimeout = 10 * time.Second
+	// pageSize applies to new database files only.
+	pageSize = 4096
+)
 
 // Open opens (creating if needed) the database at path and applies any schema
 // migrations it lacks. ctx bounds the opening and the migrations only.
@@ -83,45 +100,96 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
-
-	common := "file:" + escapePath(path) +
-		fmt.Sprintf("?_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
-		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
-	// journal_mode=WAL is persistent in the file; setting it on the write
-	// connection (opened first, below) is enough, but the readers say it too so
-	// that a reader can never be the one that creates the file in another mode.
-	w, err := sql.Open("sqlite", common+"&_pragma=journal_mode(WAL)&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("opening queue database %s: %w", path, err)
-	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
-	s.w = w
-	if err := w.PingContext(ctx); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("opening queue database %s: %w", path, err)
-	}
-	if err := s.migrate(ctx); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("opening queue database %s: %w", path, err)
-	}
-
-	r, err := sql.Open("sqlite", common+"&_pragma=journal_mode(WAL)&_query_only=1&_txlock=deferred")
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("opening queue database %s: %w", path, err)
-	}
-	n := max(4, runtime.GOMAXPROCS(0))
-	r.SetMaxOpenConns(n)
-	r.SetMaxIdleConns(n)
-	s.r = r
-	if err := r.PingContext(ctx); err != nil {
+	if err := s.open(ctx, path); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("opening queue database %s: %w", path, err)
 	}
 	return s, nil
+}
+
+func (s *Store) open(ctx context.Context, path string) error {
+	// Per-connection settings go in the DSN, so that a connection database/sql
+	// replaces gets them too.
+	common := "file:" + escapePath(path) +
+		fmt.Sprintf("?_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+
+	var err error
+	// Checkpoints are the checkpointer's business (see checkpoint.go).
+	s.w, err = sql.Open("sqlite", common+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
+	if err != nil {
+		return err
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxLifetime(0)
+	s.w.SetConnMaxIdleTime(0)
+	// The page size must be set before the file has its first page, and
+	// journal_mode=WAL (persistent in the file) gives it one; both are no-ops
+	// on an existing database.
+	if _, err := s.w.ExecContext(ctx, fmt.Sprintf("PRAGMA page_size = %d", pageSize)); err != nil {
+		return fmt.Errorf("setting page size: %w", err)
+	}
+	if err := s.useWAL(ctx); err != nil {
+		return err
+	}
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	if s.wstmts, err = prepareAll(ctx, s.w); err != nil {
+		return err
+	}
+
+	s.r, err = sql.Open("sqlite", common+"&_query_only=1&_txlock=deferred")
+	if err != nil {
+		return err
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	s.r.SetMaxOpenConns(n)
+	s.r.SetMaxIdleConns(n)
+	if s.rstmts, err = prepareAll(ctx, s.r); err != nil {
+		return err
+	}
+
+	ckdb, err := sql.Open("sqlite", common)
+	if err != nil {
+		return err
+	}
+	s.ckpt = startCheckpointer(ckdb, s.logger)
+	return nil
+}
+
+// useWAL switches the file to WAL mode unless it is there already. The switch
+// needs the file to itself and SQLite reports SQLITE_BUSY at once, without
+// waiting, when another connection is looking at it (several stores opening a
+// new file together), so this polls until busyTimeout.
+func (s *Store) useWAL(ctx context.Context) error {
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		var mode string
+		err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode)
+		if err == nil && mode != "wal" {
+			err = s.w.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode)
+		}
+		switch {
+		case err == nil && mode == "wal":
+			return nil
+		case err == nil:
+			return fmt.Errorf("journal mode is %q, not wal", mode)
+		case !isBusy(err) || time.Now().After(deadline):
+			return fmt.Errorf("setting journal mode: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func isBusy(err error) bool {
+	var e *msqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // escapePath makes a file path safe inside an SQLite URI filename.
@@ -129,9 +197,24 @@ func escapePath(p string) string {
 	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
 }
 
-// Close closes both pools.
+// Close stops the checkpointer and closes the connections. Calling it again
+// returns the first call's result.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Store) close() error {
 	var errs []error
+	if s.ckpt != nil {
+		errs = append(errs, s.ckpt.stop())
+	}
+	for _, st := range s.rstmts {
+		errs = append(errs, st.Close())
+	}
+	for _, st := range s.wstmts {
+		errs = append(errs, st.Close())
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
@@ -144,37 +227,102 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// querier is what both *sql.Tx and *sql.DB offer.
+// querier is what both a transaction and a pool offer.
 type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// hot lists the queries prepared once per connection: compiling SQL costs
+// more than running most of these statements.
+var hot []string
+
+// prepared registers a query as hot and returns it.
+func prepared(query string) string {
+	hot = append(hot, query)
+	return query
+}
+
+func prepareAll(ctx context.Context, db *sql.DB) (map[string]*sql.Stmt, error) {
+	m := make(map[string]*sql.Stmt, len(hot))
+	for _, q := range hot {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			for _, st := range m {
+				st.Close()
+			}
+			return nil, fmt.Errorf("preparing %q: %w", q, err)
+		}
+		m[q] = st
+	}
+	return m, nil
+}
+
+// txn is a transaction that runs hot queries from their prepared statements.
+type txn struct {
+	*sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func (t txn) stmt(ctx context.Context, query string) *sql.Stmt {
+	if st := t.stmts[query]; st != nil {
+		return t.Tx.StmtContext(ctx, st)
+	}
+	return nil
+}
+
+func (t txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.Tx.ExecContext(ctx, query, args...)
+}
+
+func (t txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.Tx.QueryContext(ctx, query, args...)
+}
+
+func (t txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.Tx.QueryRowContext(ctx, query, args...)
+}
+
 // write runs fn in one write transaction (BEGIN IMMEDIATE on the single write
 // connection) and commits it when fn returns nil. now is read after the write
 // lock is held.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx, now int64) error) error {
+func (s *Store) write(ctx context.Context, fn func(tx txn, now int64) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx, s.now().UnixNano()); err != nil {
-		_ = tx.Rollback()
+	// Rolling back is a no-op after a commit, and releases the only write
+	// connection however fn ends, panics included.
+	defer tx.Rollback() //nolint:errcheck // see above
+	if err := fn(txn{tx, s.wstmts}, s.now().UnixNano()); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.ckpt.wrote(txOverhead)
+	return nil
 }
 
 // read runs fn in one read transaction on the query-only pool, so that what
 // it reads is one consistent snapshot.
-func (s *Store) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (s *Store) read(ctx context.Context, fn func(tx txn) error) error {
 	tx, err := s.r.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only; nothing to keep
-	return fn(tx)
+	return fn(txn{tx, s.rstmts})
 }
 
 // fromNanos turns a stored time back into a time.Time; 0 is the zero time.

@@ -1,0 +1,181 @@
+package sqlite_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/airlock-run/airlock/internal/job"
+	"github.com/airlock-run/airlock/internal/queue"
+	"github.com/airlock-run/airlock/internal/queue/sqlite"
+)
+
+// reportCPU adds the process's CPU time per operation (user and system, all
+// goroutines, the checkpointer's included) to a benchmark's results. On a
+// shared machine it is steadier than the wall-clock figure.
+func reportCPU(b *testing.B) {
+	b.Helper()
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			b.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	start := cpu()
+	b.Cleanup(func() {
+		if b.N > 0 {
+			b.ReportMetric(float64((cpu()-start).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		}
+	})
+}
+
+func benchStore(b *testing.B) *sqlite.Store {
+	b.Helper()
+	s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "queue.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+var benchToken atomic.Int64
+
+func benchClaim(b *testing.B, s *sqlite.Store) *queue.Claim {
+	b.Helper()
+	c, err := s.Claim(b.Context(), queue.ClaimParams{Queues: []string{"default"},
+		Executor: queue.ExecutorInfo{Name: "bench", Queues: []string{"default"}, MaxJobs: 4},
+		Lease:    time.Minute, TokenHash: fmt.Appendf(nil, "%032d", benchToken.Add(1))})
+	if err != nil || c == nil {
+		b.Fatalf("Claim = %v, %v", c, err)
+	}
+	return c
+}
+
+// BenchmarkAppendLog appends chunks of the sizes an executor sends to one
+// attempt's log, as the coordinator would on the log route.
+func BenchmarkAppendLog(b *testing.B) {
+	for _, size := range []int{256 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("chunk=%dKiB", size>>10), func(b *testing.B) {
+			s := benchStore(b)
+			ctx := b.Context()
+			data := make([]byte, size)
+			for i := range data {
+				data[i] = byte(' ' + i%95)
+			}
+			// A new attempt every 64 MiB keeps the file from growing without
+			// bound over long runs; the switch is part of what is measured.
+			perJob := (64 << 20) / size
+			var ref queue.AttemptRef
+			var off int64
+			b.SetBytes(int64(size))
+			reportCPU(b)
+			for i := 0; b.Loop(); i++ {
+				if i%perJob == 0 {
+					if _, err := s.Submit(ctx, queue.SubmitParams{Spec: spec()}); err != nil {
+						b.Fatal(err)
+					}
+					c := benchClaim(b, s)
+					ref, off = queue.AttemptRef{JobID: c.Job.ID, Attempt: c.Attempt}, 0
+				}
+				end, err := s.AppendLog(ctx, queue.AppendLogParams{Attempt: ref, Offset: off, Data: data})
+				if err != nil {
+					b.Fatal(err)
+				}
+				off = end
+			}
+		})
+	}
+}
+
+// BenchmarkReadLog reads a 64 MiB log back in 1 MiB windows.
+func BenchmarkReadLog(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	if _, err := s.Submit(ctx, queue.SubmitParams{Spec: spec()}); err != nil {
+		b.Fatal(err)
+	}
+	c := benchClaim(b, s)
+	ref := queue.AttemptRef{JobID: c.Job.ID, Attempt: c.Attempt}
+	data := make([]byte, 256<<10)
+	const size = 64 << 20
+	for off := int64(0); off < size; off += int64(len(data)) {
+		if _, err := s.AppendLog(ctx, queue.AppendLogParams{Attempt: ref, Offset: off, Data: data}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(1 << 20)
+	reportCPU(b)
+	var off int64
+	for b.Loop() {
+		chunk, err := s.ReadLog(ctx, queue.ReadLogParams{JobID: ref.JobID, Offset: off})
+		if err != nil {
+			b.Fatal(err)
+		}
+		off = chunk.NextOffset % size
+	}
+}
+
+// BenchmarkClaimFinish is the store's share of running one job: a claim and
+// a finish (the submit happens before the timer).
+func BenchmarkClaimFinish(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	for range b.N {
+		if _, err := s.Submit(ctx, queue.SubmitParams{Spec: spec()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	reportCPU(b)
+	for range b.N {
+		c := benchClaim(b, s)
+		if _, err := s.Finish(ctx, queue.FinishParams{Attempt: queue.AttemptRef{JobID: c.Job.ID, Attempt: c.Attempt},
+			Outcome: job.OutcomeSucceeded, Reason: job.ReasonSuccess}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+// BenchmarkSubmit stores new jobs.
+func BenchmarkSubmit(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	reportCPU(b)
+	for b.Loop() {
+		if _, err := s.Submit(ctx, queue.SubmitParams{Spec: spec()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+// BenchmarkClaimParallel has many claimers compete for a deep queue.
+func BenchmarkClaimParallel(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	for range b.N + 64 {
+		if _, err := s.Submit(ctx, queue.SubmitParams{Spec: spec()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetParallelism(8)
+	b.ResetTimer()
+	reportCPU(b)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, err := s.Claim(ctx, queue.ClaimParams{Queues: []string{"default"}, Executor: queue.ExecutorInfo{Name: "bench"},
+				Lease: time.Minute, TokenHash: fmt.Appendf(nil, "%032d", benchToken.Add(1))})
+			if err != nil || c == nil {
+				b.Errorf("Claim = %v, %v", c, err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+}

@@ -1,0 +1,152 @@
+// Background WAL checkpoints.
+//
+// In WAL mode every committed page is written twice: to the WAL at commit,
+// and into the database file by a checkpoint, which also syncs both files.
+// Left to itself SQLite runs the checkpoint inside the commit that pushes the
+// WAL past wal_autocheckpoint pages, so every few megabytes one unlucky write
+// — typically a log append — pays for copying and syncing everything written
+// since the last one.
+//
+// The store turns that off on its write connection and runs checkpoints on a
+// connection of their own. Writers count roughly what they commit; past
+// checkpointEvery bytes the checkpointer runs a PASSIVE checkpoint, which
+// copies what it can without blocking anyone while the writer goes on.
+//
+// Two things keep the WAL bounded under a sustained stream of appends. A
+// passive checkpoint cannot let the WAL start over while writes keep coming,
+// so once the WAL holds more than walRestartBytes the checkpointer follows it
+// with a RESTART checkpoint, which holds writers back while it copies the
+// little the passive one left; the next write then starts the WAL from the
+// beginning. And log appends, the only writes that can outrun the disk, wait
+// after their commit while more than maxLagBytes are waiting to be
+// checkpointed, so the writers never get far ahead of the checkpointer.
+
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"sync"
+)
+
+const (
+	// checkpointEvery is how many bytes (roughly) are written between
+	// background checkpoints.
+	checkpointEvery = 8 << 20
+	// walRestartBytes is the WAL size past which a checkpoint makes the WAL
+	// start over.
+	walRestartBytes = 64 << 20
+	// maxLagBytes is how far log appends may run ahead of the checkpointer.
+	maxLagBytes = 32 << 20
+	// txOverhead is what a write transaction counts as, besides the log bytes
+	// it appends: a few pages of the WAL.
+	txOverhead = 4 * pageSize
+)
+
+type checkpointer struct {
+	db     *sql.DB
+	logger *slog.Logger
+	kick   chan struct{} // buffered: a checkpoint is wanted
+	done   chan struct{} // closed by stop
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	pending int64         // bytes committed since the running or last checkpoint began
+	round   chan struct{} // closed when the running checkpoint ends
+}
+
+func startCheckpointer(db *sql.DB, logger *slog.Logger) *checkpointer {
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	c := &checkpointer{db: db, logger: logger, kick: make(chan struct{}, 1), done: make(chan struct{}),
+		round: make(chan struct{})}
+	c.wg.Go(c.run)
+	return c
+}
+
+// wrote counts n bytes committed and wakes the checkpointer once enough have
+// been. Safe on a nil checkpointer (during migrations).
+func (c *checkpointer) wrote(n int) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.pending += int64(n)
+	wake := c.pending >= checkpointEvery
+	c.mu.Unlock()
+	if wake {
+		select {
+		case c.kick <- struct{}{}:
+		default: // already asked
+		}
+	}
+}
+
+// throttle counts n bytes committed and, while more than maxLagBytes await a
+// checkpoint, waits for the checkpointer to catch up (or ctx to end; the
+// bytes are committed either way).
+func (c *checkpointer) throttle(ctx context.Context, n int) {
+	c.wrote(n)
+	for {
+		c.mu.Lock()
+		lag, round := c.pending, c.round
+		c.mu.Unlock()
+		if lag <= maxLagBytes {
+			return
+		}
+		select {
+		case <-round:
+		case <-ctx.Done():
+			return
+		case <-c.done:
+			return
+		}
+	}
+}
+
+func (c *checkpointer) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var pageSize int64
+	if err := c.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
+		c.logger.Warn("reading the queue database's page size", "error", err)
+		pageSize = 4096
+	}
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.kick:
+		}
+		c.mu.Lock()
+		c.pending = 0
+		c.mu.Unlock()
+
+		frames, err := c.checkpoint(ctx, "PASSIVE")
+		if err == nil && frames*pageSize > walRestartBytes {
+			_, err = c.checkpoint(ctx, "RESTART")
+		}
+		if err != nil {
+			c.logger.Warn("checkpointing the queue database", "error", err)
+		}
+
+		c.mu.Lock()
+		close(c.round)
+		c.round = make(chan struct{})
+		c.mu.Unlock()
+	}
+}
+
+// checkpoint runs one checkpoint and returns how many frames the WAL held.
+func (c *checkpointer) checkpoint(ctx context.Context, mode string) (frames int64, err error) {
+	var busy, done int64
+	err = c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &done)
+	return frames, err
+}
+
+func (c *checkpointer) stop() error {
+	close(c.done)
+	c.wg.Wait()
+	return c.db.Close()
+}
