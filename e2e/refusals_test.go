@@ -61,6 +61,11 @@ func TestOversizedAndMalformedRequestsAreRefused(t *testing.T) {
 			t.Errorf("%s: error does not name %q: %.300s", tc.name, tc.mention, body)
 		}
 	}
+	for _, q := range []string{"cursor=%21%21not-a-cursor", "state=bogus", "limit=abc"} {
+		if status, body := c.rawRequest("GET", "/api/v1/jobs?"+q, clientToken, nil); status != 400 {
+			t.Errorf("GET /api/v1/jobs?%s: status %d, want 400 (%s)", q, status, body)
+		}
+	}
 	// Nothing refused was stored.
 	list, err := c.client.List(t.Context(), apiListAll())
 	if err != nil {

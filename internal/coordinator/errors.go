@@ -69,6 +69,8 @@ func classify(err error) (int, api.Error) {
 		return http.StatusConflict, api.Error{Code: api.CodeConflict, Message: err.Error()}
 	case errors.Is(err, queue.ErrLogLimit):
 		return http.StatusRequestEntityTooLarge, api.Error{Code: api.CodeTooLarge, Message: err.Error()}
+	case errors.Is(err, queue.ErrBadCursor):
+		return http.StatusBadRequest, api.Error{Code: api.CodeBadRequest, Message: err.Error(), Field: "cursor"}
 	case errors.Is(err, queue.ErrNotFound):
 		return http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, queue.ErrUnknownToken):

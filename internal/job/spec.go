@@ -6,7 +6,7 @@ package job
 const SpecVersion = 1
 
 // Spec is what a user submits. The field names are the wire names; see the
-// README's job spec reference for the meaning and the limits of each.
+// job spec reference, docs/job-spec.md, for the meaning and the limits of each.
 type Spec struct {
 	Version     int               `json:"version"`
 	Queue       string            `json:"queue,omitempty"`

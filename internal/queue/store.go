@@ -37,6 +37,7 @@ var (
 	ErrLogGap       = errors.New("log chunk leaves a gap")              // 409
 	ErrLogLimit     = errors.New("log exceeds the per-attempt limit")   // 413
 	ErrUnknownToken = errors.New("unknown or expired job token")        // 401
+	ErrBadCursor    = errors.New("invalid list cursor")                 // 400
 )
 
 // Store is the durable job queue.

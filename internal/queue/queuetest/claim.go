@@ -114,14 +114,13 @@ var claimCases = []testCase{
 		}
 	}},
 	{"claims take the highest priority first, then the oldest", func(t *testing.T, h *harness) {
-		var want []int64
 		low1 := h.submitSpec(specFor("default", 0, 1))
 		high1 := h.submitSpec(specFor("default", 10, 1))
 		neg := h.submitSpec(specFor("default", -5, 1))
 		low2 := h.submitSpec(specFor("default", 0, 1))
 		high2 := h.submitSpec(specFor("default", 10, 1))
 		mid := h.submitSpec(specFor("default", 3, 1))
-		want = []int64{high1.ID, high2.ID, mid.ID, low1.ID, low2.ID, neg.ID}
+		want := []int64{high1.ID, high2.ID, mid.ID, low1.ID, low2.ID, neg.ID}
 		var got []int64
 		for {
 			c, ok := h.tryClaim("e1")

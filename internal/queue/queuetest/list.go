@@ -135,8 +135,12 @@ var listCases = []testCase{
 	}},
 	{"a listing with a malformed cursor is refused", func(t *testing.T, h *harness) {
 		h.submit(1)
-		if res, err := h.store.List(h.ctx, queue.ListParams{Cursor: "!!not a cursor!!"}); err == nil {
-			t.Errorf("List(bad cursor) = %d jobs, nil error; want an error", len(res.Jobs))
+		if res, err := h.store.List(h.ctx, queue.ListParams{Cursor: "!!not a cursor!!"}); !errors.Is(err, queue.ErrBadCursor) {
+			n := 0
+			if res != nil {
+				n = len(res.Jobs)
+			}
+			t.Errorf("List(bad cursor) = %d jobs, error %v; want ErrBadCursor", n, err)
 		}
 	}},
 }

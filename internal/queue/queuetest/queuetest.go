@@ -65,11 +65,10 @@ var start = time.Date(2030, time.March, 4, 5, 6, 7, 0, time.UTC)
 // lease is the lease every case claims and heartbeats with.
 const lease = 30 * time.Second
 
-// OpenFunc opens a fresh, empty store whose Options.Now is clock.Now, and
-// arranges (with t.Cleanup) for it to be closed.
-type OpenFunc func(t *testing.T, clock *Clock) queue.Store
-
-// Exercise runs the whole suite against the implementation that open makes.
+// Exercise runs the whole suite against one implementation. open must return
+// a fresh, empty store that reads the time from clock.Now, and arrange (with
+// t.Cleanup) for it to be closed; it is called once per case, from parallel
+// subtests.
 func Exercise(t *testing.T, open func(t *testing.T, clock *Clock) queue.Store) {
 	t.Helper()
 	groups := []struct {
@@ -114,7 +113,7 @@ type harness struct {
 	clock *Clock
 }
 
-func setup(t *testing.T, open OpenFunc) *harness {
+func setup(t *testing.T, open func(t *testing.T, clock *Clock) queue.Store) *harness {
 	t.Helper()
 	clock := NewClock(start)
 	return &harness{t: t, ctx: t.Context(), store: open(t, clock), clock: clock}

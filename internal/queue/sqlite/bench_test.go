@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -35,12 +36,19 @@ func reportCPU(b *testing.B) {
 
 func benchStore(b *testing.B) *sqlite.Store {
 	b.Helper()
-	s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "queue.db"), sqlite.Options{})
+	s, _ := benchStoreAt(b)
+	return s
+}
+
+func benchStoreAt(b *testing.B) (*sqlite.Store, string) {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "queue.db")
+	s, err := sqlite.Open(b.Context(), path, sqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	return s
+	return s, path
 }
 
 var benchToken atomic.Int64
@@ -61,7 +69,7 @@ func benchClaim(b *testing.B, s *sqlite.Store) *queue.Claim {
 func BenchmarkAppendLog(b *testing.B) {
 	for _, size := range []int{256 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("chunk=%dKiB", size>>10), func(b *testing.B) {
-			s := benchStore(b)
+			s, path := benchStoreAt(b)
 			ctx := b.Context()
 			data := make([]byte, size)
 			for i := range data {
@@ -87,6 +95,10 @@ func BenchmarkAppendLog(b *testing.B) {
 					b.Fatal(err)
 				}
 				off = end
+			}
+			// The WAL's high-water mark shows whether checkpoints kept up.
+			if fi, err := os.Stat(path + "-wal"); err == nil {
+				b.ReportMetric(float64(fi.Size())/(1<<20), "wal-MiB")
 			}
 		})
 	}

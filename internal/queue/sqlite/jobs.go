@@ -216,11 +216,11 @@ func encodeCursor(id int64) string {
 func decodeCursor(c string) (int64, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return 0, fmt.Errorf("invalid cursor %q", c)
+		return 0, fmt.Errorf("%w %q", queue.ErrBadCursor, c)
 	}
 	id, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil || id <= 0 {
-		return 0, fmt.Errorf("invalid cursor %q", c)
+		return 0, fmt.Errorf("%w %q", queue.ErrBadCursor, c)
 	}
 	return id, nil
 }

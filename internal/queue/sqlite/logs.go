@@ -7,6 +7,10 @@
 // rewritten, so an append costs what it adds, not what the log holds), in the
 // same write transaction that moves log_size. A read finds the row that
 // contains its offset through the primary key and concatenates from there.
+//
+// Appends are the one kind of write that can outrun the disk, so an append
+// may wait, after its commit, for the background checkpointer to catch up
+// (see checkpoint.go).
 
 package sqlite
 
@@ -44,8 +48,9 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 	if p.Offset < 0 {
 		return 0, fmt.Errorf("appending to log of job %d attempt %d: negative offset %d", ref.JobID, ref.Attempt, p.Offset)
 	}
-	var end int64
+	var end, added int64
 	err := s.write(ctx, func(tx txn, now int64) error {
+		added = 0
 		l, err := loadLiveAttempt(ctx, tx, ref)
 		if err != nil {
 			return err
@@ -79,13 +84,15 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 		if _, err := tx.ExecContext(ctx, qSetLogSize, newEnd, ref.JobID, ref.Attempt); err != nil {
 			return err
 		}
-		end = newEnd
+		added, end = newEnd-end, newEnd
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("appending to log of job %d attempt %d: %w", ref.JobID, ref.Attempt, err)
 	}
-	s.ckpt.throttle(ctx, len(p.Data))
+	if added > 0 {
+		s.ckpt.throttle(ctx, int(added))
+	}
 	return end, nil
 }
 
