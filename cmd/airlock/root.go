@@ -59,6 +59,7 @@ secrets are read from the environment or from files, never from flags.`,
 		newShowCommand(),
 		newCancelCommand(),
 		newRetryCommand(),
+		newExecutorsCommand(),
 		newVersionCommand(),
 	)
 	annotateEnvTwins(root)

@@ -73,10 +73,10 @@ func (b *box) Run(ctx context.Context, s sandbox.Step) (sandbox.Result, error) {
 		return sandbox.Result{}, fmt.Errorf("running step: %w", err)
 	}
 	cmd := &exec.Cmd{
-		Path:        "/bin/sh",
-		Args:        []string{"sh", "-c", s.Run},
-		Env:         env,
-		Dir:         dir,
+		Path: "/bin/sh",
+		Args: []string{"sh", "-c", s.Run},
+		Env:  env,
+		Dir:  dir,
 		// Pdeathsig: if the executor dies (SIGKILL, crash), the step's shell
 		// dies with it rather than finishing the step a second time beside the
 		// attempt that replaces it. Its children are found by the janitor.

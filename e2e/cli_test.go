@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-run/airlock/internal/api"
+	"github.com/airlock-run/airlock/internal/job"
+)
+
+func TestClientVerbsListShowLogRetryAndRefuse(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startExecutor(2)
+
+	out, stderr, code := c.cli("submit", "../examples/failing.yaml")
+	if code != 0 || !strings.Contains(out, "queued") {
+		t.Fatalf("submit: exit %d, %q %q", code, out, stderr)
+	}
+	id := strings.Fields(out)[1] // "job N queued on ..."
+	n, _ := strconv.ParseInt(id, 10, 64)
+	c.waitJob(n, 30*time.Second)
+
+	out, _, code = c.cli("jobs", "--state", "failed")
+	if code != 0 || !strings.Contains(out, "failed") || !strings.Contains(out, "exit_code") {
+		t.Errorf("jobs --state failed: exit %d:\n%s", code, out)
+	}
+	out, _, code = c.cli("jobs", "--json")
+	var list api.JobList
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Jobs) != 1 {
+		t.Errorf("jobs --json: exit %d, not one job in JSON:\n%s", code, out)
+	}
+	out, _, code = c.cli("show", id)
+	if code != 0 || !strings.Contains(out, "broken") || !strings.Contains(out, "3") {
+		t.Errorf("show: exit %d, does not list the failing step and its code:\n%s", code, out)
+	}
+	out, _, code = c.cli("logs", id)
+	if code != 0 || !strings.Contains(out, "about to fail") {
+		t.Errorf("logs: exit %d:\n%s", code, out)
+	}
+	out, _, code = c.cli("retry", id)
+	if code != 0 || !strings.Contains(out, "queued") {
+		t.Errorf("retry: exit %d:\n%s", code, out)
+	}
+	// Following the retried job streams its second attempt and mirrors its outcome.
+	out, stderr, code = c.cli("logs", id, "-f")
+	if code != 1 || !strings.Contains(out, "about to fail") {
+		t.Errorf("logs -f of the retried job: exit %d, want 1:\n%s\n%s", code, out, stderr)
+	}
+	if j := c.waitJob(n, 30*time.Second); j.Attempt != 2 || j.State != job.StateFailed {
+		t.Errorf("after retry: %s after %d attempts, want failed after 2", j.State, j.Attempt)
+	}
+	_, stderr, code = c.cli("cancel", id)
+	if code != 2 || !strings.Contains(stderr, "job "+id) {
+		t.Errorf("cancel of a finished job: exit %d, want 2: %s", code, stderr)
+	}
+	_, stderr, code = c.cli("show", "999999")
+	if code != 2 || !strings.Contains(stderr, "not found") {
+		t.Errorf("show of a missing job: exit %d, want 2: %s", code, stderr)
+	}
+	_, stderr, code = c.cli("show", "abc")
+	if code != 2 || !strings.Contains(stderr, "not a job ID") {
+		t.Errorf("show abc: exit %d, want 2: %s", code, stderr)
+	}
+	out, _, code = c.cli("executors")
+	if code != 0 || !strings.Contains(out, "executor-1") || !strings.Contains(out, "shell") || !strings.Contains(out, "/2") {
+		t.Errorf("executors: exit %d, does not show executor-1 with its runtime and capacity:\n%s", code, out)
+	}
+}
+
+func TestClientWithoutATokenIsToldWhereToPutOne(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	cmd := []string{"jobs", "--url", c.url, "--token-file", "/nonexistent/token"}
+	_, stderr, code := runCLIWithEnv(t, []string{"AIRLOCK_TOKEN="}, cmd...)
+	if code != 2 || !strings.Contains(stderr, "AIRLOCK_TOKEN") {
+		t.Errorf("exit %d, stderr %q; want 2 naming AIRLOCK_TOKEN", code, stderr)
+	}
+	_, stderr, code = runCLIWithEnv(t, []string{"AIRLOCK_TOKEN=alc_wrong-token-000000000000"}, cmd[:3]...)
+	if code != 2 || !strings.Contains(stderr, "unauthorized") && !strings.Contains(stderr, "token") {
+		t.Errorf("wrong token: exit %d, stderr %q; want 2 saying the token was refused", code, stderr)
+	}
+}
