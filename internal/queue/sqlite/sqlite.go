@@ -74,6 +74,11 @@ type Store struct {
 	// Statements prepared at Open, by query text, for each pool.
 	wstmts, rstmts map[string]*sql.Stmt
 
+	// Group commit; see groupcommit.go.
+	wmu     sync.Mutex
+	pending []*writeReq
+	leading bool
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -291,27 +296,6 @@ func (t txn) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 		return st.QueryRowContext(ctx, args...)
 	}
 	return t.Tx.QueryRowContext(ctx, query, args...)
-}
-
-// write runs fn in one write transaction (BEGIN IMMEDIATE on the single write
-// connection) and commits it when fn returns nil. now is read after the write
-// lock is held.
-func (s *Store) write(ctx context.Context, fn func(tx txn, now int64) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	// Rolling back is a no-op after a commit, and releases the only write
-	// connection however fn ends, panics included.
-	defer tx.Rollback() //nolint:errcheck // see above
-	if err := fn(txn{tx, s.wstmts}, s.now().UnixNano()); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	s.ckpt.wrote(txOverhead)
-	return nil
 }
 
 // read runs fn in one read transaction on the query-only pool, so that what
