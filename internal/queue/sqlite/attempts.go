@@ -36,7 +36,7 @@ var (
 	qStartJob = prepared(`UPDATE jobs SET state = 'running', attempt = attempt + 1,
 		started_at = CASE WHEN started_at = 0 THEN ?1 ELSE started_at END,
 		lease_until = ?2, executor = ?3, reason = '', message = ''
-		WHERE id = ?4 AND state = 'queued' RETURNING attempt`)
+		WHERE id = ?4 AND state = 'queued' RETURNING ` + jobColumns)
 	qInsertAttempt = prepared(`INSERT INTO attempts (job_id, number, executor, token_hash, started_at, lease_until)
 		VALUES (?, ?, ?, ?, ?, ?)`)
 	qAttemptForToken = prepared(`SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
@@ -97,19 +97,17 @@ func (s *Store) Claim(ctx context.Context, p queue.ClaimParams) (*queue.Claim, e
 		}
 
 		lease := now + p.Lease.Nanoseconds()
-		var attempt int
-		if err := tx.QueryRowContext(ctx, qStartJob, now, lease, p.Executor.Name, bestID).Scan(&attempt); err != nil {
+		// The update returns the started job: no second read of the row.
+		j, err := scanJob(tx.QueryRowContext(ctx, qStartJob, now, lease, p.Executor.Name, bestID))
+		if err != nil {
 			return err
 		}
+		attempt := j.Attempt
 		if _, err := tx.ExecContext(ctx, qInsertAttempt, bestID, attempt, p.Executor.Name,
 			nilIfEmpty(p.TokenHash), now, lease); err != nil {
 			return err
 		}
 		if err := upsertExecutor(ctx, tx, p.Executor, now); err != nil {
-			return err
-		}
-		j, err := loadJob(ctx, tx, bestID)
-		if err != nil {
 			return err
 		}
 		c = &queue.Claim{Job: j, Attempt: attempt}
@@ -306,10 +304,7 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 			ref.JobID, ref.Attempt); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, qEndJob, state, jobReason, jobMessage, finishedAt, ref.JobID); err != nil {
-			return err
-		}
-		j, err = loadJob(ctx, tx, ref.JobID)
+		j, err = scanJob(tx.QueryRowContext(ctx, qEndJobReturning, state, jobReason, jobMessage, finishedAt, ref.JobID))
 		return err
 	})
 	if err != nil {

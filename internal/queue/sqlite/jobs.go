@@ -30,7 +30,7 @@ const jobColumns = `id, queue, priority, spec, state, reason, message, cancel_re
 var (
 	qLoadJob   = prepared(`SELECT ` + jobColumns + ` FROM jobs WHERE id = ?`)
 	qInsertJob = prepared(`INSERT INTO jobs (queue, priority, spec, state, max_attempts, created_at)
-		VALUES (?, ?, ?, 'queued', ?, ?) RETURNING id`)
+		VALUES (?, ?, ?, 'queued', ?, ?) RETURNING ` + jobColumns)
 	qLoadAttempts = prepared(`SELECT number, executor, started_at, finished_at, lease_until,
 		outcome, reason, message, steps, log_size
 		FROM attempts WHERE job_id = ? ORDER BY number`)
@@ -38,6 +38,8 @@ var (
 	// forgets its lease and any cancel request.
 	qEndJob = prepared(`UPDATE jobs SET state = ?, reason = ?, message = ?, finished_at = ?,
 		lease_until = 0, cancel_requested = 0 WHERE id = ?`)
+	qEndJobReturning = prepared(`UPDATE jobs SET state = ?, reason = ?, message = ?, finished_at = ?,
+		lease_until = 0, cancel_requested = 0 WHERE id = ? RETURNING ` + jobColumns)
 	qRequestCancel = prepared(`UPDATE jobs SET cancel_requested = 1 WHERE id = ?`)
 	qRetry         = prepared(`UPDATE jobs SET state = 'queued', reason = '', message = '',
 		cancel_requested = 0, finished_at = 0, lease_until = 0, attempt_base = attempt WHERE id = ?`)
@@ -88,11 +90,8 @@ func (s *Store) Submit(ctx context.Context, p queue.SubmitParams) (*queue.Job, e
 	maxAttempts := max(p.Spec.MaxAttempts, 1)
 	var j *queue.Job
 	err = s.write(ctx, func(tx txn, now int64) error {
-		var id int64
-		if err := tx.QueryRowContext(ctx, qInsertJob, q, p.Spec.Priority, string(spec), maxAttempts, now).Scan(&id); err != nil {
-			return err
-		}
-		j, err = loadJob(ctx, tx, id)
+		var err error
+		j, err = scanJob(tx.QueryRowContext(ctx, qInsertJob, q, p.Spec.Priority, string(spec), maxAttempts, now))
 		return err
 	})
 	if err != nil {
