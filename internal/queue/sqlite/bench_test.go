@@ -75,8 +75,8 @@ func BenchmarkAppendLog(b *testing.B) {
 			for i := range data {
 				data[i] = byte(' ' + i%95)
 			}
-			// A new attempt every 64 MiB keeps the file from growing without
-			// bound over long runs; the switch is part of what is measured.
+			// A new attempt every 64 MiB, as in a stream of jobs; the switch
+			// is part of what is measured.
 			perJob := (64 << 20) / size
 			var ref queue.AttemptRef
 			var off int64
@@ -102,6 +102,33 @@ func BenchmarkAppendLog(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkJobWithSmallLog is the store's share of running one job whose log
+// is a few lines (the executor's header and footer): a claim, one append and
+// a finish. It shows what starting a log costs (a new file).
+func BenchmarkJobWithSmallLog(b *testing.B) {
+	s := benchStore(b)
+	ctx := b.Context()
+	for range b.N {
+		if _, err := s.Submit(ctx, queue.SubmitParams{Spec: spec()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lines := []byte("==> step 1 (build): sh -c true\n==> step 1 (build): exit 0 after 12ms\n")
+	b.ResetTimer()
+	reportCPU(b)
+	for range b.N {
+		c := benchClaim(b, s)
+		ref := queue.AttemptRef{JobID: c.Job.ID, Attempt: c.Attempt}
+		if _, err := s.AppendLog(ctx, queue.AppendLogParams{Attempt: ref, Data: lines}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Finish(ctx, queue.FinishParams{Attempt: ref, Outcome: job.OutcomeSucceeded, Reason: job.ReasonSuccess}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 }
 
 // BenchmarkReadLog reads a 64 MiB log back in 1 MiB windows.

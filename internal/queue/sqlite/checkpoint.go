@@ -4,22 +4,19 @@
 // and into the database file by a checkpoint, which also syncs both files.
 // Left to itself SQLite runs the checkpoint inside the commit that pushes the
 // WAL past wal_autocheckpoint pages, so every few megabytes one unlucky write
-// — typically a log append — pays for copying and syncing everything written
-// since the last one.
+// pays for copying and syncing everything written since the last one.
 //
 // The store turns that off on its write connection and runs checkpoints on a
 // connection of their own. Writers count roughly what they commit; past
 // checkpointEvery bytes the checkpointer runs a PASSIVE checkpoint, which
 // copies what it can without blocking anyone while the writer goes on.
 //
-// Two things keep the WAL bounded under a sustained stream of appends. A
-// passive checkpoint cannot let the WAL start over while writes keep coming,
-// so once the WAL holds more than walRestartBytes the checkpointer follows it
-// with a RESTART checkpoint, which holds writers back while it copies the
-// little the passive one left; the next write then starts the WAL from the
-// beginning. And log appends, the only writes that can outrun the disk, wait
-// after their commit while more than maxLagBytes are waiting to be
-// checkpointed, so the writers never get far ahead of the checkpointer.
+// A passive checkpoint cannot let the WAL start over while writes keep
+// coming, so once the WAL holds more than walRestartBytes the checkpointer
+// follows it with a RESTART checkpoint, which holds writers back while it
+// copies the little the passive one left; the next write then starts the WAL
+// from the beginning. Log bytes do not pass through SQLite (see logfiles.go),
+// so every write is a few pages and none can outrun the checkpointer.
 
 package sqlite
 
@@ -37,10 +34,8 @@ const (
 	// walRestartBytes is the WAL size past which a checkpoint makes the WAL
 	// start over.
 	walRestartBytes = 64 << 20
-	// maxLagBytes is how far log appends may run ahead of the checkpointer.
-	maxLagBytes = 32 << 20
-	// txOverhead is what a write transaction counts as, besides the log bytes
-	// it appends: a few pages of the WAL.
+	// txOverhead is what a write transaction counts as: a few pages of the
+	// WAL.
 	txOverhead = 4 * pageSize
 )
 
@@ -52,15 +47,13 @@ type checkpointer struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	pending int64         // bytes committed since the running or last checkpoint began
-	round   chan struct{} // closed when the running checkpoint ends
+	pending int64 // bytes committed since the running or last checkpoint began
 }
 
 func startCheckpointer(db *sql.DB, logger *slog.Logger) *checkpointer {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
-	c := &checkpointer{db: db, logger: logger, kick: make(chan struct{}, 1), done: make(chan struct{}),
-		round: make(chan struct{})}
+	c := &checkpointer{db: db, logger: logger, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	c.wg.Go(c.run)
 	return c
 }
@@ -79,28 +72,6 @@ func (c *checkpointer) wrote(n int) {
 		select {
 		case c.kick <- struct{}{}:
 		default: // already asked
-		}
-	}
-}
-
-// throttle counts n bytes committed and, while more than maxLagBytes await a
-// checkpoint, waits for the checkpointer to catch up (or ctx to end; the
-// bytes are committed either way).
-func (c *checkpointer) throttle(ctx context.Context, n int) {
-	c.wrote(n)
-	for {
-		c.mu.Lock()
-		lag, round := c.pending, c.round
-		c.mu.Unlock()
-		if lag <= maxLagBytes {
-			return
-		}
-		select {
-		case <-round:
-		case <-ctx.Done():
-			return
-		case <-c.done:
-			return
 		}
 	}
 }
@@ -130,11 +101,6 @@ func (c *checkpointer) run() {
 		if err != nil {
 			c.logger.Warn("checkpointing the queue database", "error", err)
 		}
-
-		c.mu.Lock()
-		close(c.round)
-		c.round = make(chan struct{})
-		c.mu.Unlock()
 	}
 }
 

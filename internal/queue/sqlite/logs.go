@@ -1,16 +1,12 @@
 // Attempt logs.
 //
-// An attempt's log is stored as rows of log_chunks, each holding the bytes
-// from byte_offset to byte_offset+length(data), with no gaps or overlaps;
-// attempts.log_size is the end of the last row. An append writes only bytes
-// past the end, as new rows of at most maxRowBytes each (rows are never
-// rewritten, so an append costs what it adds, not what the log holds), in the
-// same write transaction that moves log_size. A read finds the row that
-// contains its offset through the primary key and concatenates from there.
-//
-// Appends are the one kind of write that can outrun the disk, so an append
-// may wait, after its commit, for the background checkpointer to catch up
-// (see checkpoint.go).
+// The bytes of an attempt's log live in a file of their own (see
+// logfiles.go); attempts.log_size is the committed length. An append opens
+// the file, then, in one write transaction, checks the attempt is live and the
+// chunk's offset, writes only the bytes past the end into the file and moves
+// log_size, so appends to one log are serialized and fenced like every other
+// write. A read takes log_size (and whether the attempt is over) from one
+// read snapshot and then reads the file up to it, outside any transaction.
 
 package sqlite
 
@@ -20,26 +16,22 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
 )
 
-const (
-	// maxRowBytes bounds one log_chunks row.
-	maxRowBytes = 1 << 20
-	// maxReadBytes is the default and the most one ReadLog returns.
-	maxReadBytes = 1 << 20
-)
+// maxReadBytes is the default and the most one ReadLog returns.
+const maxReadBytes = 1 << 20
 
 var (
-	qInsertChunk = prepared(`INSERT INTO log_chunks (job_id, attempt, byte_offset, data) VALUES (?, ?, ?, ?)`)
-	qSetLogSize  = prepared(`UPDATE attempts SET log_size = ? WHERE job_id = ? AND number = ?`)
-	qLogSize     = prepared(`SELECT log_size, finished_at FROM attempts WHERE job_id = ? AND number = ?`)
-	// qReadRange returns the rows holding bytes [?3, ?4): from the last row
-	// that starts at or before ?3 up to the last that starts before ?4.
-	qReadRange = prepared(`SELECT byte_offset, data FROM log_chunks
-		WHERE job_id = ?1 AND attempt = ?2 AND byte_offset < ?4 AND byte_offset >= (
-			SELECT MAX(byte_offset) FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND byte_offset <= ?3)
-		ORDER BY byte_offset`)
+	qSetLogSize = prepared(`UPDATE attempts SET log_size = ? WHERE job_id = ? AND number = ?`)
+	// qLogSize reads a job's state and latest attempt, and the size of the
+	// attempt asked for (?2; 0 is the latest) with whether it has ended.
+	// The attempt's columns are NULL when there is no such attempt.
+	qLogSize = prepared(`SELECT j.state, j.attempt, a.log_size, a.finished_at
+		FROM jobs j LEFT JOIN attempts a
+			ON a.job_id = j.id AND a.number = CASE WHEN ?2 = 0 THEN j.attempt ELSE ?2 END
+		WHERE j.id = ?1`)
 )
 
 // AppendLog implements queue.Store.
@@ -48,9 +40,17 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 	if p.Offset < 0 {
 		return 0, fmt.Errorf("appending to log of job %d attempt %d: negative offset %d", ref.JobID, ref.Attempt, p.Offset)
 	}
-	var end, added int64
-	err := s.write(ctx, func(tx txn, now int64) error {
-		added = 0
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("appending to log of job %d attempt %d: %w", ref.JobID, ref.Attempt, err)
+	}
+	// Opening, and for the first append creating, the file happens outside
+	// the write transaction, so the single writer never waits on it.
+	f, err := s.logs.create(ref.JobID, ref.Attempt, 0)
+	if err != nil {
+		return 0, fmt.Errorf("appending to log of job %d attempt %d: opening log file: %w", ref.JobID, ref.Attempt, err)
+	}
+	var end int64
+	err = s.write(ctx, func(tx txn, now int64) error {
 		l, err := loadLiveAttempt(ctx, tx, ref)
 		if err != nil {
 			return err
@@ -72,26 +72,24 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 		if p.Limit > 0 && newEnd > p.Limit {
 			return fmt.Errorf("log would reach %d bytes, limit %d: %w", newEnd, p.Limit, queue.ErrLogLimit)
 		}
-		data := p.Data[end-p.Offset:]
-		for off := end; len(data) > 0; {
-			n := min(len(data), maxRowBytes)
-			if _, err := tx.ExecContext(ctx, qInsertChunk, ref.JobID, ref.Attempt, off, data[:n]); err != nil {
-				return err
-			}
-			off += int64(n)
-			data = data[n:]
+		// The bytes go in first: should the update or the commit fail, they
+		// lie past log_size, unread, until the next append overwrites them.
+		if err := writeLog(f, end, p.Data[end-p.Offset:]); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, qSetLogSize, newEnd, ref.JobID, ref.Attempt); err != nil {
 			return err
 		}
-		added, end = newEnd-end, newEnd
+		end = newEnd
 		return nil
 	})
+	if cerr := f.Close(); cerr != nil && err == nil {
+		// Committed, so not the caller's error; the bytes are in the page
+		// cache all the same on a local file system.
+		s.logger.Warn("closing log file", "job_id", ref.JobID, "attempt", ref.Attempt, "error", cerr)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("appending to log of job %d attempt %d: %w", ref.JobID, ref.Attempt, err)
-	}
-	if added > 0 {
-		s.ckpt.throttle(ctx, int(added))
 	}
 	return end, nil
 }
@@ -105,73 +103,48 @@ func (s *Store) ReadLog(ctx context.Context, p queue.ReadLogParams) (*queue.LogC
 	if limit <= 0 || limit > maxReadBytes {
 		limit = maxReadBytes
 	}
-	var c *queue.LogChunk
+	var (
+		state          job.State
+		latest         int
+		size, finished sql.NullInt64
+	)
 	err := s.read(ctx, func(tx txn) error {
-		j, err := loadJob(ctx, tx, p.JobID)
-		if err != nil {
-			return err
-		}
-		n := p.Attempt
-		if n == 0 {
-			n = j.Attempt
-		}
-		if n == 0 {
-			// Never claimed: no log yet, and none ever if the job is over.
-			c = &queue.LogChunk{NextOffset: p.Offset, Final: j.State.Terminal()}
-			return nil
-		}
-		var size, finished int64
-		err = tx.QueryRowContext(ctx, qLogSize, p.JobID, n).Scan(&size, &finished)
+		err := tx.QueryRowContext(ctx, qLogSize, p.JobID, p.Attempt).Scan(&state, &latest, &size, &finished)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("attempt %d: %w", n, queue.ErrNotFound)
+			return queue.ErrNotFound
 		}
-		if err != nil {
-			return err
-		}
-		c = &queue.LogChunk{Attempt: n, NextOffset: p.Offset, Size: size}
-		if p.Offset < size {
-			to := min(size, p.Offset+limit)
-			if c.Data, err = readRange(ctx, tx, p.JobID, n, p.Offset, to); err != nil {
-				return err
-			}
-			c.NextOffset = to
-		}
-		c.Final = finished != 0 && c.NextOffset >= size
-		return nil
+		return err
 	})
+	n := p.Attempt
+	if n == 0 {
+		n = latest
+	}
+	switch {
+	case err != nil:
+	case n == 0:
+		// Never claimed: no log yet, and none ever if the job is over.
+		return &queue.LogChunk{NextOffset: p.Offset, Final: state.Terminal()}, nil
+	case !size.Valid:
+		err = fmt.Errorf("attempt %d: %w", n, queue.ErrNotFound)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading log of job %d: %w", p.JobID, err)
 	}
-	return c, nil
-}
 
-// readRange returns the log bytes [from, to) of one attempt.
-func readRange(ctx context.Context, tx querier, jobID int64, attempt int, from, to int64) ([]byte, error) {
-	rows, err := tx.QueryContext(ctx, qReadRange, jobID, attempt, from, to)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := make([]byte, 0, to-from)
-	for rows.Next() {
-		var (
-			off  int64
-			data sql.RawBytes // valid until Next; copied into out below
-		)
-		if err := rows.Scan(&off, &data); err != nil {
-			return nil, err
+	c := &queue.LogChunk{Attempt: n, NextOffset: p.Offset, Size: size.Int64}
+	if p.Offset < c.Size {
+		// Bytes below a committed size never change: no snapshot needed.
+		to := min(c.Size, p.Offset+limit)
+		data, missing, err := s.logs.read(p.JobID, n, p.Offset, to)
+		if err != nil {
+			return nil, fmt.Errorf("reading log of job %d attempt %d: %w", p.JobID, n, err)
 		}
-		lo := max(from-off, 0)
-		hi := min(int64(len(data)), to-off)
-		if lo < hi {
-			out = append(out, data[lo:hi]...)
+		if missing > 0 {
+			s.logger.Warn("log file lacks committed bytes; serving NUL bytes instead (lost in a machine crash?)",
+				"job_id", p.JobID, "attempt", n, "offset", to-missing, "missing_bytes", missing)
 		}
+		c.Data, c.NextOffset = data, to
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if int64(len(out)) != to-from {
-		return nil, fmt.Errorf("log of attempt %d is missing bytes in [%d, %d)", attempt, from, to)
-	}
-	return out, nil
+	c.Final = finished.Int64 != 0 && c.NextOffset >= c.Size
+	return c, nil
 }

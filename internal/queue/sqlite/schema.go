@@ -2,7 +2,10 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"os"
 )
 
 // migrations are applied in order, each exactly once; schema_migrations
@@ -71,6 +74,18 @@ CREATE TABLE executors (
 ) STRICT;
 
 `,
+
+	// 2: log bytes move out of the database into one file per attempt (see
+	// logfiles.go); moveLogsToFiles copies them first, in this transaction.
+	`
+DROP TABLE log_chunks;
+`,
+}
+
+// migrationCode holds Go code that runs in a migration's transaction before
+// its SQL, by migration number.
+var migrationCode = map[int]func(s *Store, ctx context.Context, tx txn) error{
+	2: (*Store).moveLogsToFiles,
 }
 
 // migrate applies the migrations the database lacks, all in one write
@@ -94,6 +109,11 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("database schema version %d is newer than this build knows (%d)", have, len(migrations))
 		}
 		for v := have + 1; v <= len(migrations); v++ {
+			if code := migrationCode[v]; code != nil {
+				if err := code(s, ctx, tx); err != nil {
+					return fmt.Errorf("applying schema migration %d: %w", v, err)
+				}
+			}
 			if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
 				return fmt.Errorf("applying schema migration %d: %w", v, err)
 			}
@@ -109,6 +129,81 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	for _, v := range applied {
 		s.logger.Info("applied schema migration", "version", v)
+	}
+	return nil
+}
+
+// moveLogsToFiles is migration 2's code. It writes the log_chunks rows of
+// every attempt into the attempt's log file, which it creates afresh, and
+// syncs the files and their directories, so that by the time the migration's
+// SQL drops the table, in the same transaction, the bytes are on disk. A
+// migration cut short never commits and leaves the rows in place, so it runs
+// again on the next Open and rewrites the same files.
+func (s *Store) moveLogsToFiles(ctx context.Context, tx txn) (err error) {
+	rows, err := tx.QueryContext(ctx, `SELECT job_id, attempt, byte_offset, data FROM log_chunks
+		ORDER BY job_id, attempt, byte_offset`)
+	if err != nil {
+		return fmt.Errorf("reading log chunks: %w", err)
+	}
+	defer rows.Close()
+	var (
+		f            *os.File
+		curJob       int64
+		curAttempt   int
+		files, bytes int64
+		shards       []string
+	)
+	closeFile := func() error {
+		if f == nil {
+			return nil
+		}
+		err := errors.Join(f.Sync(), f.Close())
+		f = nil
+		return err
+	}
+	defer func() { err = errors.Join(err, closeFile()) }()
+	for rows.Next() {
+		var (
+			jobID   int64
+			attempt int
+			off     int64
+			data    sql.RawBytes // valid until Next; WriteAt copies it
+		)
+		if err := rows.Scan(&jobID, &attempt, &off, &data); err != nil {
+			return fmt.Errorf("reading log chunks: %w", err)
+		}
+		if f == nil || jobID != curJob || attempt != curAttempt {
+			if err := closeFile(); err != nil {
+				return fmt.Errorf("writing log of job %d attempt %d: %w", curJob, curAttempt, err)
+			}
+			if d := s.logs.shard(jobID); len(shards) == 0 || shards[len(shards)-1] != d {
+				shards = append(shards, d) // rows come in job order, so shards too
+			}
+			curJob, curAttempt = jobID, attempt
+			if f, err = s.logs.create(jobID, attempt, os.O_TRUNC); err != nil {
+				return fmt.Errorf("writing log of job %d attempt %d: %w", jobID, attempt, err)
+			}
+			files++
+		}
+		if _, err := f.WriteAt(data, off); err != nil {
+			return fmt.Errorf("writing log of job %d attempt %d: %w", jobID, attempt, err)
+		}
+		bytes += int64(len(data))
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading log chunks: %w", err)
+	}
+	if err := closeFile(); err != nil {
+		return fmt.Errorf("writing log of job %d attempt %d: %w", curJob, curAttempt, err)
+	}
+	for _, d := range append(shards, s.logs.dir) {
+		if err := syncDir(d); err != nil {
+			return fmt.Errorf("syncing %s: %w", d, err)
+		}
+	}
+	if files > 0 {
+		s.logger.Info("moved logs out of the queue database into files; the database file keeps its size until VACUUM",
+			"files", files, "bytes", bytes, "dir", s.logs.dir)
 	}
 	return nil
 }

@@ -27,7 +27,9 @@
 // synchronous=NORMAL in WAL mode: a committed transaction survives a crash of
 // the process; the last transactions before a power loss may be lost, never
 // half-applied. Everything lives in the one file (plus its -wal and -shm
-// while open), log bytes included, as rows of at most 1 MiB.
+// while open) except log bytes, which go to one file per attempt in the
+// directory <path>.logs beside it (see logfiles.go); the database holds each
+// log's committed length.
 //
 // # Time
 //
@@ -71,6 +73,7 @@ type Store struct {
 	now    func() time.Time
 	logger *slog.Logger
 	ckpt   *checkpointer
+	logs   logFiles
 	// Statements prepared at Open, by query text, for each pool.
 	wstmts, rstmts map[string]*sql.Stmt
 
@@ -92,8 +95,10 @@ const (
 	pageSize = 4096
 )
 
-// Open opens (creating if needed) the database at path and applies any schema
-// migrations it lacks. ctx bounds the opening and the migrations only.
+// Open opens (creating if needed) the database at path, and the directory
+// path+".logs" that holds the attempts' log files, and applies any schema
+// migrations the database lacks. ctx bounds the opening and the migrations
+// only.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("opening queue database: empty path")
@@ -136,6 +141,10 @@ func (s *Store) open(ctx context.Context, path string) error {
 		return fmt.Errorf("setting page size: %w", err)
 	}
 	if err := s.useWAL(ctx); err != nil {
+		return err
+	}
+	s.logs = logFiles{dir: logDirFor(path)}
+	if err := s.logs.init(); err != nil {
 		return err
 	}
 	if err := s.migrate(ctx); err != nil {
