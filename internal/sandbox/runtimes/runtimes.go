@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/oci"
 	"github.com/airlock-run/airlock/internal/sandbox/shell"
 )
 
@@ -27,6 +28,9 @@ type Options struct {
 	// overlays) is created.
 	WorkRoot string
 	Logger   *slog.Logger
+	// OCIBinary is the oci runtime's OCI runtime: "runc", "crun" or a path;
+	// "" picks crun if installed, else runc.
+	OCIBinary string
 }
 
 // entry is one runtime this build knows.
@@ -38,6 +42,13 @@ type entry struct {
 var known = map[string]entry{
 	shell.Name: {isolates: false, open: func(o Options) (sandbox.Runtime, error) {
 		return shell.New(shell.Options{Root: o.WorkRoot, Logger: o.Logger})
+	}},
+	// oci.New checks the host (binary, static init, cgroups, user
+	// namespaces, disk-limit tools; see oci.Check) and fails listing
+	// everything missing. It also needs an image source, which is not wired
+	// yet: until it is, opening "oci" fails saying so.
+	oci.Name: {isolates: true, open: func(o Options) (sandbox.Runtime, error) {
+		return oci.New(oci.Options{Root: o.WorkRoot, Binary: o.OCIBinary, Logger: o.Logger})
 	}},
 }
 
