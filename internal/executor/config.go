@@ -16,14 +16,15 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	DefaultMaxJobs       = 1
-	DefaultDrainTimeout  = 10 * time.Minute
-	DefaultClaimWait     = 30 * time.Second
-	DefaultJobTimeout    = time.Hour
-	DefaultKillGrace     = 5 * time.Second
-	DefaultReportTimeout = 2 * time.Minute
-	DefaultBackoffMin    = 100 * time.Millisecond
-	DefaultBackoffMax    = 30 * time.Second
+	DefaultMaxJobs           = 1
+	DefaultMaxClaimsInFlight = 4
+	DefaultDrainTimeout      = 10 * time.Minute
+	DefaultClaimWait         = 30 * time.Second
+	DefaultJobTimeout        = time.Hour
+	DefaultKillGrace         = 5 * time.Second
+	DefaultReportTimeout     = 2 * time.Minute
+	DefaultBackoffMin        = 100 * time.Millisecond
+	DefaultBackoffMax        = 30 * time.Second
 
 	// MaxClaimWait is the longest long poll the coordinator honours.
 	MaxClaimWait = 60 * time.Second
@@ -45,6 +46,12 @@ type Config struct {
 	Queues []string
 	// MaxJobs is how many jobs run at once. Default 1.
 	MaxJobs int
+	// MaxClaimsInFlight is how many claim long polls may be in flight at
+	// once, each for a free job slot: up to min(MaxJobs, MaxClaimsInFlight).
+	// An executor whose last claim came back empty keeps only one, until a
+	// claim returns a job again. 1 claims one job at a time, which caps an
+	// executor at one job per claim round trip. Default 4.
+	MaxClaimsInFlight int
 	// Runtime runs the jobs' steps.
 	Runtime sandbox.Runtime
 
@@ -74,7 +81,8 @@ type Config struct {
 	// report up and the coordinator's reaper takes over. Default 2m.
 	ReportTimeout time.Duration
 
-	// Backoff paces retries when the coordinator is unreachable.
+	// Backoff paces retries when the coordinator is unreachable. The claims
+	// in flight share it: after a failure, one claim per delay probes.
 	Backoff Backoff
 
 	// Logger receives the executor's own log lines (never job output).
@@ -133,6 +141,9 @@ func (c *Config) Validate() error {
 	if c.MaxJobs < 0 {
 		errs = append(errs, fmt.Errorf("max jobs is %d, must be at least 1", c.MaxJobs))
 	}
+	if c.MaxClaimsInFlight < 0 {
+		errs = append(errs, fmt.Errorf("max claims in flight is %d, must be at least 1", c.MaxClaimsInFlight))
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -170,6 +181,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxJobs == 0 {
 		c.MaxJobs = DefaultMaxJobs
+	}
+	if c.MaxClaimsInFlight == 0 {
+		c.MaxClaimsInFlight = DefaultMaxClaimsInFlight
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout

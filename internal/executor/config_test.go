@@ -26,6 +26,7 @@ func TestConfigValidate(t *testing.T) {
 		{"empty queue", func(c *Config) { c.Queues = []string{"a", " "} }, "must not be empty"},
 		{"no runtime", func(c *Config) { c.Runtime = nil }, "runtime is required"},
 		{"negative max jobs", func(c *Config) { c.MaxJobs = -1 }, "max jobs"},
+		{"negative max claims", func(c *Config) { c.MaxClaimsInFlight = -2 }, "max claims in flight is -2"},
 		{"negative drain", func(c *Config) { c.DrainTimeout = -time.Second }, "drain timeout is -1s"},
 		{"long claim wait", func(c *Config) { c.ClaimWait = 2 * time.Minute }, "claim wait is 2m0s, at most 1m0s"},
 		{"long kill grace", func(c *Config) { c.KillGrace = time.Hour }, "kill grace"},
@@ -52,7 +53,7 @@ func TestConfigValidate(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
 	c := Config{}.withDefaults()
-	if c.MaxJobs != 1 || c.DrainTimeout != 10*time.Minute || c.ClaimWait != 30*time.Second ||
+	if c.MaxJobs != 1 || c.MaxClaimsInFlight != 4 || c.DrainTimeout != 10*time.Minute || c.ClaimWait != 30*time.Second ||
 		c.DefaultJobTimeout != time.Hour || c.KillGrace != 5*time.Second ||
 		c.Backoff != (Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}) || c.Logger == nil || c.Now == nil {
 		t.Errorf("defaults: got %+v", c)

@@ -8,6 +8,7 @@ package executor_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -234,6 +235,33 @@ func TestRealCoordinatorDrainRequeues(t *testing.T) {
 	got := env.get(j.ID)
 	if got.State != job.StateQueued || len(got.Attempts) != 1 || got.Attempts[0].Reason != job.ReasonDrained {
 		t.Errorf("job: got %s with attempts %+v, want queued again after a drained attempt", got.State, got.Attempts)
+	}
+}
+
+func TestRealCoordinatorClaimsInParallel(t *testing.T) {
+	t.Parallel()
+	const maxJobs, jobs = 4, 24
+	env := setupReal(t, func(c *executor.Config) { c.MaxJobs, c.MaxClaimsInFlight = maxJobs, maxJobs })
+	var ids []int64
+	for i := range jobs {
+		ids = append(ids, env.submit(job.Spec{Steps: []job.Step{{Name: "quick", Run: fmt.Sprintf("echo job-%d", i)}}}).ID)
+	}
+	for i, id := range ids {
+		if log := env.followLog(id); !strings.Contains(log, fmt.Sprintf("job-%d\n", i)) {
+			t.Errorf("job %d: log lacks its output:\n%s", id, log)
+		}
+		if got := env.get(id); got.State != job.StateSucceeded || len(got.Attempts) != 1 {
+			t.Errorf("job %d: got %s after %d attempts, want succeeded after 1", id, got.State, len(got.Attempts))
+		}
+	}
+	list, err := env.client.Executors(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list.Executors {
+		if e.Name == env.exec.Name() && (e.MaxJobs != maxJobs || e.Running > maxJobs) {
+			t.Errorf("executor as the coordinator sees it: running %d of %d, want at most %d of %d", e.Running, e.MaxJobs, maxJobs, maxJobs)
+		}
 	}
 }
 

@@ -15,11 +15,15 @@
 //
 //	New → Start → (claim loop + heartbeat loop + one goroutine per job) → Stop | StopAndCancel
 //
-// The claim loop long-polls for a job whenever one of the MaxJobs slots is
-// free and claims again at once while slots remain. When the coordinator is
+// The claim loop keeps up to min(free slots, MaxClaimsInFlight) long-poll
+// claims in flight, each sent only for a slot reserved for its answer, so
+// running jobs never exceed MaxJobs; once a claim comes back empty it keeps a
+// single one until a claim returns a job again. When the coordinator is
 // unreachable it logs a WARN line and retries with jittered exponential
-// backoff; a rejected executor token is logged as an ERROR and retried at the
-// maximum backoff. Nothing the coordinator does makes the executor exit.
+// backoff, one claim per delay however many were in flight; a rejected
+// executor token is logged as an ERROR and retried at the maximum backoff.
+// Nothing the coordinator does makes the executor exit. claim.go has the
+// details.
 //
 // The heartbeat loop reports every running attempt (and the executor's
 // identity and capacity, even with nothing running) every HeartbeatMS of the
@@ -62,7 +66,8 @@
 //
 // # Stopping
 //
-// Stop is soft: it stops claiming at once (aborting the in-flight long poll),
+// Stop is soft: it stops claiming at once (aborting every long poll in
+// flight; a job that a poll returned as it was aborted runs like the others),
 // lets running jobs finish until its ctx is done, then cancels the rest with
 // the cause "drained" (reported errored/drained, which the coordinator
 // re-queues) and waits for their reports. StopAndCancel does the second half

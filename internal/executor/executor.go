@@ -49,7 +49,11 @@ type Executor struct {
 	c   Coordinator
 	log *slog.Logger
 
-	slots chan struct{} // one token per running job; capacity MaxJobs
+	slots chan struct{} // one token per running job or claim in flight; capacity MaxJobs
+	// gate paces the claimers when claims fail; demand says whether
+	// claimers beyond the first should claim. See claim.go.
+	gate   *claimGate
+	demand *claimDemand
 
 	// heartbeatEvery is the heartbeat interval in nanoseconds, from the
 	// latest claim response; hbWake tells the heartbeat loop it changed.
@@ -95,6 +99,8 @@ func New(cfg Config, c Coordinator) (*Executor, error) {
 		c:          c,
 		log:        cfg.Logger.With("executor", cfg.Name),
 		slots:      make(chan struct{}, cfg.MaxJobs),
+		gate:       newClaimGate(),
+		demand:     newClaimDemand(),
 		hbWake:     make(chan struct{}, 1),
 		jobs:       map[queue.AttemptRef]*runningJob{},
 		claimDone:  make(chan struct{}),
@@ -333,86 +339,6 @@ func (e *Executor) reporting(ref queue.AttemptRef) {
 	defer e.mu.Unlock()
 	if j, ok := e.jobs[ref]; ok {
 		j.reporting.Store(true)
-	}
-}
-
-// claimLoop claims a job whenever a slot is free, until ctx is done.
-func (e *Executor) claimLoop(ctx context.Context) {
-	defer close(e.claimDone)
-	failures := 0
-	for {
-		select {
-		case e.slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		claim, err := e.claim(ctx)
-		if ctx.Err() != nil {
-			if claim != nil {
-				// The long poll was answered as it was being aborted: the
-				// job is ours, so run it (a hard stop cancels it at once).
-				e.startJob(claim)
-			} else {
-				<-e.slots
-			}
-			return
-		}
-		if err != nil {
-			<-e.slots
-			failures++
-			e.testSignals.claimFailed.Signal(err)
-			d := e.logClaimError(err, failures)
-			if !sleep(ctx, d) {
-				return
-			}
-			continue
-		}
-		if failures > 0 {
-			e.log.Info("coordinator reachable again", "failed_attempts", failures)
-			failures = 0
-		}
-		if claim == nil {
-			<-e.slots
-			continue
-		}
-		// The slot is released by the job when its report is settled.
-		e.startJob(claim)
-	}
-}
-
-func (e *Executor) claim(ctx context.Context) (*api.ClaimResponse, error) {
-	// Guard against a connection that hangs past the long poll.
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.ClaimWait+30*time.Second)
-	defer cancel()
-	e.mu.Lock()
-	info := e.infoLocked()
-	e.mu.Unlock()
-	// The client's errors already say "claiming a job".
-	return e.c.Claim(ctx, api.ClaimRequest{
-		Executor: info,
-		Queues:   slices.Clone(e.cfg.Queues),
-		WaitMS:   e.cfg.ClaimWait.Milliseconds(),
-	})
-}
-
-// logClaimError logs a failed claim and returns how long to wait.
-func (e *Executor) logClaimError(err error, failures int) time.Duration {
-	switch classify(err) {
-	case errRejected:
-		d := e.cfg.Backoff.Max
-		e.log.Error(fmt.Sprintf("executor token rejected by the coordinator, retrying in %s", round(d)),
-			"error", err, "attempt", failures)
-		return d
-	case errRefused:
-		d := e.cfg.Backoff.Max
-		e.log.Error(fmt.Sprintf("coordinator refused the claim, retrying in %s", round(d)),
-			"error", err, "attempt", failures)
-		return d
-	default:
-		d := e.cfg.Backoff.Delay(failures)
-		e.log.Warn(fmt.Sprintf("coordinator unreachable, retrying in %s", round(d)),
-			"error", err, "attempt", failures)
-		return d
 	}
 }
 

@@ -35,6 +35,12 @@ type testEnv struct {
 
 func setup(t *testing.T, opts ...func(*Config)) *testEnv {
 	t.Helper()
+	return setupWith(t, nil, opts...)
+}
+
+// setupWith is setup with the executor's client wrapped by wrap, if not nil.
+func setupWith(t *testing.T, wrap func(*api.Client) Coordinator, opts ...func(*Config)) *testEnv {
+	t.Helper()
 	fake := newFakeCoordinator(t)
 	logs := &logRecorder{}
 	t.Cleanup(func() {
@@ -58,7 +64,11 @@ func setup(t *testing.T, opts ...func(*Config)) *testEnv {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	e, err := New(cfg, api.NewClient(fake.srv.URL, fakeExecutorToken))
+	var c Coordinator = api.NewClient(fake.srv.URL, fakeExecutorToken)
+	if wrap != nil {
+		c = wrap(c.(*api.Client))
+	}
+	e, err := New(cfg, c)
 	if err != nil {
 		t.Fatal(err)
 	}

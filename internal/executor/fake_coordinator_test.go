@@ -41,8 +41,15 @@ type fakeCoordinator struct {
 	running int           // attempts claimed and not finished
 	// maxRunning is the most attempts ever running at once.
 	maxRunning int
-	claims     []api.ClaimRequest
-	heartbeats []api.HeartbeatRequest
+	// parked is how many claims are in the handler now, waiting for a job;
+	// maxParked the most at once (since a test last reset it); maxLoad the
+	// most of running+parked ever. A claim that hands out a job moves from
+	// parked to running at once.
+	parked, maxParked, maxLoad int
+	changed                    chan struct{} // closed and replaced when parked changes or a request arrives
+	claims                     []api.ClaimRequest
+	heartbeats                 []api.HeartbeatRequest
+	requests                   map[string]int // by route: claim, heartbeat, logs, finish; hung up ones too
 
 	// What claims hand out.
 	heartbeatMS int64
@@ -73,6 +80,8 @@ type fakeJob struct {
 	finish      *api.FinishRequest
 	finishCalls int
 	claimedAt   time.Time
+	finishedAt  time.Time
+	appends     int           // log append requests of the current attempt
 	done        chan struct{} // closed on finish
 }
 
@@ -82,6 +91,8 @@ func newFakeCoordinator(t testing.TB) *fakeCoordinator {
 		closing:     make(chan struct{}),
 		jobs:        map[int64]*fakeJob{},
 		wake:        make(chan struct{}),
+		changed:     make(chan struct{}),
+		requests:    map[string]int{},
 		heartbeatMS: 100,
 		leaseMS:     10_000,
 		logLimit:    1 << 20,
@@ -94,6 +105,8 @@ func newFakeCoordinator(t testing.TB) *fakeCoordinator {
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		down := f.down
+		f.requests[route(r.URL.Path)]++
+		f.changedLocked()
 		f.mu.Unlock()
 		if down {
 			hangUp(w)
@@ -106,6 +119,47 @@ func newFakeCoordinator(t testing.TB) *fakeCoordinator {
 		f.srv.Close()
 	})
 	return f
+}
+
+// route names the route of a request path.
+func route(path string) string {
+	for _, r := range []string{"claim", "heartbeat", "logs", "finish"} {
+		if strings.HasSuffix(path, "/"+r) {
+			return r
+		}
+	}
+	return path
+}
+
+func (f *fakeCoordinator) changedLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// waitUntil waits until cond, called with f.mu held, is true.
+func (f *fakeCoordinator) waitUntil(what string, cond func(f *fakeCoordinator) bool) {
+	f.t.Helper()
+	timeout := time.After(testSignalTimeout)
+	for {
+		f.mu.Lock()
+		ok, changed := cond(f), f.changed
+		f.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			f.t.Fatalf("timed out after %s waiting until %s", testSignalTimeout, what)
+		}
+	}
+}
+
+// get returns what fn reads from f, with f.mu held.
+func get[T any](f *fakeCoordinator, fn func(f *fakeCoordinator) T) T {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fn(f)
 }
 
 // hangUp closes the connection without an answer: a transport error.
@@ -210,6 +264,16 @@ func (f *fakeCoordinator) claim(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, api.CodeUnauthorized, "executor token revoked")
 		return
 	}
+	f.mu.Lock()
+	f.parked++
+	f.maxParked = max(f.maxParked, f.parked)
+	f.maxLoad = max(f.maxLoad, f.running+f.parked)
+	f.changedLocked()
+	f.mu.Unlock()
+	unpark := func() { // with f.mu held
+		f.parked--
+		f.changedLocked()
+	}
 	wait := time.Duration(req.WaitMS) * time.Millisecond
 	if wait <= 0 {
 		wait = 30 * time.Second
@@ -232,6 +296,8 @@ func (f *fakeCoordinator) claim(w http.ResponseWriter, r *http.Request) {
 			j.state = job.StateRunning
 			j.log = nil
 			j.claimedAt = time.Now()
+			j.appends = 0
+			unpark()
 			f.running++
 			f.maxRunning = max(f.maxRunning, f.running)
 			resp := api.ClaimResponse{
@@ -252,15 +318,18 @@ func (f *fakeCoordinator) claim(w http.ResponseWriter, r *http.Request) {
 		f.mu.Unlock()
 		select {
 		case <-wake:
+			continue
 		case <-timer.C:
-			w.WriteHeader(http.StatusNoContent)
-			return
 		case <-r.Context().Done():
-			return
 		case <-f.closing:
-			w.WriteHeader(http.StatusNoContent)
-			return
 		}
+		f.mu.Lock()
+		unpark()
+		f.mu.Unlock()
+		if r.Context().Err() == nil {
+			w.WriteHeader(http.StatusNoContent)
+		}
+		return
 	}
 }
 
@@ -342,6 +411,7 @@ func (f *fakeCoordinator) appendLog(w http.ResponseWriter, r *http.Request) {
 	if j == nil {
 		return
 	}
+	j.appends++
 	if f.refuseLogs {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "logs refused")
 		return
@@ -381,6 +451,7 @@ func (f *fakeCoordinator) finishAttempt(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	j.finish = &req
+	j.finishedAt = time.Now()
 	j.state = job.State(req.Outcome)
 	if req.Outcome == job.OutcomeErrored {
 		j.state = job.StateQueued // re-queued (but not handed out again by this fake)
