@@ -285,7 +285,7 @@ func (s *Streamer) reserve(k int) int {
 	if free := len(s.buf) - s.n; free >= k || len(s.buf) == s.o.BufferSize {
 		return free
 	}
-	size := min(s.o.BufferSize, max(2*len(s.buf), s.n+k, 64<<10))
+	size := min(s.o.BufferSize, max(2*len(s.buf), s.n+k, 4<<10))
 	nb := make([]byte, size)
 	s.copyOut(nb[:s.n])
 	s.buf, s.r = nb, 0
@@ -421,8 +421,10 @@ func (s *Streamer) run() {
 			s.shipTail(chunk[:0])
 			return
 		}
-		if chunk == nil {
-			chunk = make([]byte, s.fullAt)
+		if len(chunk) < min(s.n, s.fullAt) {
+			// Grow to what is buffered, up to a full chunk: a short log
+			// never pays for a whole chunk.
+			chunk = make([]byte, min(s.fullAt, max(2*len(chunk), s.n)))
 		}
 		k := s.take(chunk)
 		if s.n > 0 {
@@ -445,8 +447,8 @@ func (s *Streamer) shipTail(chunk []byte) {
 	parts[0] = s.marker()
 	parts[1], parts[2] = s.tailBytes(s.tailKept())
 	s.mu.Unlock()
-	if cap(chunk) == 0 {
-		chunk = make([]byte, 0, min(s.fullAt, len(parts[0])+len(parts[1])+len(parts[2])))
+	if need := min(s.fullAt, len(parts[0])+len(parts[1])+len(parts[2])); cap(chunk) < need {
+		chunk = make([]byte, 0, need)
 	}
 
 	flush := func() error {
