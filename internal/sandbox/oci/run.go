@@ -42,6 +42,7 @@ import (
 
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/stepio"
 )
 
 // killRetry is how often a runtime `kill` that failed because the container
@@ -260,32 +261,32 @@ func (b *box) run(ctx context.Context, st *stepRun, s sandbox.Step) (sandbox.Res
 	if grace <= 0 {
 		grace = sandbox.DefaultKillGrace
 	}
-	out, err := newOutput(s.Stdout, s.Stderr)
+	out, err := stepio.New(s.Stdout, s.Stderr)
 	if err != nil {
 		return sandbox.Result{}, err
 	}
-	for _, f := range []*os.File{out.stdout, out.stderr} {
+	for _, f := range []*os.File{out.Stdout, out.Stderr} {
 		if f != nil {
 			if err := chownFd(f, st.hostUID, st.hostGID); err != nil {
-				out.abort()
+				out.Abort()
 				return sandbox.Result{}, err
 			}
 		}
 	}
 	reportR, reportW, err := os.Pipe()
 	if err != nil {
-		out.abort()
+		out.Abort()
 		return sandbox.Result{}, fmt.Errorf("creating the report pipe: %w", err)
 	}
 	defer reportR.Close()
 
 	// Discarded streams go to /dev/null.
-	stdout, stderr := out.stdout, out.stderr
+	stdout, stderr := out.Stdout, out.Stderr
 	if stdout == nil || stderr == nil {
 		devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 		if err != nil {
 			reportW.Close()
-			out.abort()
+			out.Abort()
 			return sandbox.Result{}, err
 		}
 		defer devNull.Close()
@@ -307,11 +308,11 @@ func (b *box) run(ctx context.Context, st *stepRun, s sandbox.Step) (sandbox.Res
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		reportW.Close()
-		out.abort()
+		out.Abort()
 		return sandbox.Result{}, fmt.Errorf("starting %s: %w", r.flavor, err)
 	}
 	reportW.Close()
-	out.start()
+	out.Start()
 
 	exited := make(chan struct{})
 	var waitErr error
@@ -330,13 +331,13 @@ func (b *box) run(ctx context.Context, st *stepRun, s sandbox.Step) (sandbox.Res
 			lastSignal = b.stop(st, exited, grace)
 		}
 	}
-	outErr := out.drain()
-	if out.detached {
+	outErr := out.Drain()
+	if out.Detached {
 		r.log.Warn("a process still holds a step's output open after its container ended; stopped reading it",
 			"sandbox", b.name, "container", st.id)
 	}
 
-	_ = reportR.SetReadDeadline(time.Now().Add(drainIdle))
+	_ = reportR.SetReadDeadline(time.Now().Add(stepio.DrainIdle))
 	report, _ := io.ReadAll(reportR)
 	oom, oomErr := b.oom.fired()
 

@@ -8,35 +8,28 @@
 // behind, reap the shell, then read the pipes to their end. With every writer
 // dead the pipes hold at most a pipe buffer each, so draining is quick; only a
 // process that escaped the tree (see the package doc) can keep a pipe open,
-// and Run stops reading once nothing has arrived for drainIdle.
+// and Run stops reading once nothing has arrived for stepio.DrainIdle.
 //
 // When Stdout and Stderr are the same writer, both descriptors of the step
 // are one pipe, so the bytes arrive in the order the step wrote them.
 package shell
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/stepio"
 )
-
-// drainIdle is how long Run keeps reading a step's output, once its process
-// tree is gone, without receiving anything.
-const drainIdle = time.Second
 
 // Run runs s.Run with /bin/sh -c in the workspace; see the package doc. A
 // step whose ctx is done before it starts is not started, and its Result is
@@ -68,7 +61,7 @@ func (b *box) Run(ctx context.Context, s sandbox.Step) (sandbox.Result, error) {
 		grace = sandbox.DefaultKillGrace
 	}
 
-	out, err := newOutput(s.Stdout, s.Stderr)
+	out, err := stepio.New(s.Stdout, s.Stderr)
 	if err != nil {
 		return sandbox.Result{}, fmt.Errorf("running step: %w", err)
 	}
@@ -82,17 +75,17 @@ func (b *box) Run(ctx context.Context, s sandbox.Step) (sandbox.Result, error) {
 		// attempt that replaces it. Its children are found by the janitor.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
-	if out.stdout != nil { // a nil *os.File would make a non-nil io.Writer
-		cmd.Stdout = out.stdout
+	if out.Stdout != nil { // a nil *os.File would make a non-nil io.Writer
+		cmd.Stdout = out.Stdout
 	}
-	if out.stderr != nil {
-		cmd.Stderr = out.stderr
+	if out.Stderr != nil {
+		cmd.Stderr = out.Stderr
 	}
 	if err := cmd.Start(); err != nil {
-		out.abort()
+		out.Abort()
 		return sandbox.Result{}, fmt.Errorf("running step: starting /bin/sh: %w", err)
 	}
-	out.start()
+	out.Start()
 	pgid := cmd.Process.Pid
 
 	exited := make(chan error, 1)
@@ -120,11 +113,11 @@ func (b *box) Run(ctx context.Context, s sandbox.Step) (sandbox.Result, error) {
 		b.rt.log.Info("stopped processes the step left running", "sandbox", b.marker.name, "processes", n)
 	}
 	if err := cmd.Wait(); cmd.ProcessState == nil { // a non-zero exit is an *exec.ExitError, and not our concern
-		out.drain()
+		out.Drain()
 		return sandbox.Result{}, fmt.Errorf("running step: reaping /bin/sh: %w", err)
 	}
-	outErr := out.drain()
-	if out.detached {
+	outErr := out.Drain()
+	if out.Detached {
 		b.rt.log.Warn("a process that escaped the step's process tree still holds its output open; stopped reading it",
 			"sandbox", b.marker.name)
 	}
@@ -213,140 +206,4 @@ func (b *box) stepEnv(stepEnv map[string]string) ([]string, error) {
 	env = append(env, b.marker.env()...)
 	slices.Sort(env)
 	return env, nil
-}
-
-// output is a step's stdout and stderr pipes and the goroutines copying them.
-type output struct {
-	stdout, stderr *os.File // write ends for the step; nil is /dev/null
-	copiers        []*copier
-	detached       bool // a copier stopped reading before the end of its pipe
-}
-
-func newOutput(stdout, stderr io.Writer) (*output, error) {
-	o := &output{}
-	var err error
-	if stdout != nil {
-		if o.stdout, err = o.pipe(stdout); err != nil {
-			o.abort()
-			return nil, err
-		}
-	}
-	switch {
-	case stderr == nil:
-	case stdout != nil && sameWriter(stdout, stderr):
-		o.stderr = o.stdout
-	default:
-		if o.stderr, err = o.pipe(stderr); err != nil {
-			o.abort()
-			return nil, err
-		}
-	}
-	return o, nil
-}
-
-func (o *output) pipe(w io.Writer) (*os.File, error) {
-	r, pw, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("creating output pipe: %w", err)
-	}
-	o.copiers = append(o.copiers, &copier{r: r, w: w, done: make(chan struct{})})
-	return pw, nil
-}
-
-// start closes the write ends, which the step now holds, and starts copying.
-func (o *output) start() {
-	o.closeWriteEnds()
-	for _, c := range o.copiers {
-		go c.run()
-	}
-}
-
-// abort releases every descriptor when the step did not start.
-func (o *output) abort() {
-	o.closeWriteEnds()
-	for _, c := range o.copiers {
-		c.r.Close()
-	}
-}
-
-func (o *output) closeWriteEnds() {
-	if o.stdout != nil {
-		o.stdout.Close()
-	}
-	if o.stderr != nil && o.stderr != o.stdout {
-		o.stderr.Close()
-	}
-}
-
-// drain reads every pipe to its end, or until it stays idle for drainIdle,
-// and returns the first writer error.
-func (o *output) drain() error {
-	var errs []error
-	for _, c := range o.copiers {
-		c.draining.Store(true)
-		_ = c.r.SetReadDeadline(time.Now().Add(drainIdle))
-	}
-	for _, c := range o.copiers {
-		<-c.done
-		c.r.Close()
-		o.detached = o.detached || c.detached
-		if c.err != nil {
-			errs = append(errs, c.err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// copier copies one pipe to one writer.
-type copier struct {
-	r        *os.File
-	w        io.Writer
-	draining atomic.Bool // the step's processes are gone: stop after drainIdle without data
-	done     chan struct{}
-
-	// Set by run, read after done is closed.
-	err      error // the writer's first error, or a read error
-	detached bool
-}
-
-func (c *copier) run() {
-	defer close(c.done)
-	buf := make([]byte, 64<<10)
-	for {
-		// The deadline is renewed before each read, never left over from
-		// before a long Write to a slow writer.
-		if c.draining.Load() {
-			_ = c.r.SetReadDeadline(time.Now().Add(drainIdle))
-		}
-		n, err := c.r.Read(buf)
-		if n > 0 && c.err == nil {
-			if m, werr := c.w.Write(buf[:n]); werr != nil || m < n {
-				c.err = cmp.Or(werr, io.ErrShortWrite) // keep reading, discarding, so the step does not block
-			}
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, io.EOF):
-			return
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			c.detached = true
-			return
-		default:
-			if c.err == nil {
-				c.err = err
-			}
-			return
-		}
-	}
-}
-
-// sameWriter reports whether a and b are the same writer. Interface values
-// holding an incomparable type panic on ==; such writers are never the same.
-func sameWriter(a, b io.Writer) (same bool) {
-	defer func() {
-		if recover() != nil {
-			same = false
-		}
-	}()
-	return a == b
 }

@@ -1,13 +1,12 @@
-// A step's output: pipes and the goroutines copying them to Step.Stdout and
-// Step.Stderr.
-//
-// This is the shell runtime's output plumbing (internal/sandbox/shell/run.go),
-// which the two runtimes share in behaviour: one pipe per writer, one pipe
-// for both streams when they are the same writer (the bytes then keep the
-// order the step wrote them in), a writer error discards the rest of that
-// stream without blocking the step, and draining stops once nothing has
-// arrived for drainIdle after the step's processes are gone.
-package oci
+// Package stepio is the output plumbing every sandbox runtime shares: the
+// pipes a step writes its stdout and stderr into, and the goroutines copying
+// them to Step.Stdout and Step.Stderr. One pipe per writer, and one pipe for
+// both streams when they are the same writer, so the bytes keep the order the
+// step wrote them in; a writer error discards the rest of that stream without
+// blocking the step; and draining stops once nothing has arrived for
+// DrainIdle after the step's processes are gone, so a process that escaped
+// the runtime's kill cannot hold Run open by keeping a pipe.
+package stepio
 
 import (
 	"cmp"
@@ -19,40 +18,42 @@ import (
 	"time"
 )
 
-// drainIdle is how long Run keeps reading a step's output, once its
+// DrainIdle is how long Run keeps reading a step's output, once its
 // container is gone, without receiving anything.
-const drainIdle = time.Second
+const DrainIdle = time.Second
 
-// output is a step's stdout and stderr pipes and the goroutines copying them.
-type output struct {
-	stdout, stderr *os.File // write ends for the step; nil is /dev/null
+// Output is a step's stdout and stderr pipes and the goroutines copying them.
+type Output struct {
+	Stdout, Stderr *os.File // write ends for the step; nil is /dev/null
 	copiers        []*copier
-	detached       bool // a copier stopped reading before the end of its pipe
+	Detached       bool // a copier stopped reading before the end of its pipe
 }
 
-func newOutput(stdout, stderr io.Writer) (*output, error) {
-	o := &output{}
+// New makes the pipes for a step whose output goes to stdout and stderr (a
+// nil writer discards; the same writer for both shares one pipe).
+func New(stdout, stderr io.Writer) (*Output, error) {
+	o := &Output{}
 	var err error
 	if stdout != nil {
-		if o.stdout, err = o.pipe(stdout); err != nil {
-			o.abort()
+		if o.Stdout, err = o.pipe(stdout); err != nil {
+			o.Abort()
 			return nil, err
 		}
 	}
 	switch {
 	case stderr == nil:
 	case stdout != nil && sameWriter(stdout, stderr):
-		o.stderr = o.stdout
+		o.Stderr = o.Stdout
 	default:
-		if o.stderr, err = o.pipe(stderr); err != nil {
-			o.abort()
+		if o.Stderr, err = o.pipe(stderr); err != nil {
+			o.Abort()
 			return nil, err
 		}
 	}
 	return o, nil
 }
 
-func (o *output) pipe(w io.Writer) (*os.File, error) {
+func (o *Output) pipe(w io.Writer) (*os.File, error) {
 	r, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("creating output pipe: %w", err)
@@ -62,7 +63,7 @@ func (o *output) pipe(w io.Writer) (*os.File, error) {
 }
 
 // start closes the write ends, which the step now holds, and starts copying.
-func (o *output) start() {
+func (o *Output) Start() {
 	o.closeWriteEnds()
 	for _, c := range o.copiers {
 		go c.run()
@@ -70,34 +71,34 @@ func (o *output) start() {
 }
 
 // abort releases every descriptor when the step did not start.
-func (o *output) abort() {
+func (o *Output) Abort() {
 	o.closeWriteEnds()
 	for _, c := range o.copiers {
 		c.r.Close()
 	}
 }
 
-func (o *output) closeWriteEnds() {
-	if o.stdout != nil {
-		o.stdout.Close()
+func (o *Output) closeWriteEnds() {
+	if o.Stdout != nil {
+		o.Stdout.Close()
 	}
-	if o.stderr != nil && o.stderr != o.stdout {
-		o.stderr.Close()
+	if o.Stderr != nil && o.Stderr != o.Stdout {
+		o.Stderr.Close()
 	}
 }
 
-// drain reads every pipe to its end, or until it stays idle for drainIdle,
+// drain reads every pipe to its end, or until it stays idle for DrainIdle,
 // and returns the first writer error.
-func (o *output) drain() error {
+func (o *Output) Drain() error {
 	var errs []error
 	for _, c := range o.copiers {
 		c.draining.Store(true)
-		_ = c.r.SetReadDeadline(time.Now().Add(drainIdle))
+		_ = c.r.SetReadDeadline(time.Now().Add(DrainIdle))
 	}
 	for _, c := range o.copiers {
 		<-c.done
 		c.r.Close()
-		o.detached = o.detached || c.detached
+		o.Detached = o.Detached || c.detached
 		if c.err != nil {
 			errs = append(errs, c.err)
 		}
@@ -109,7 +110,7 @@ func (o *output) drain() error {
 type copier struct {
 	r        *os.File
 	w        io.Writer
-	draining atomic.Bool // the step's processes are gone: stop after drainIdle without data
+	draining atomic.Bool // the step's processes are gone: stop after DrainIdle without data
 	done     chan struct{}
 
 	// Set by run, read after done is closed.
@@ -124,7 +125,7 @@ func (c *copier) run() {
 		// The deadline is renewed before each read, never left over from
 		// before a long Write to a slow writer.
 		if c.draining.Load() {
-			_ = c.r.SetReadDeadline(time.Now().Add(drainIdle))
+			_ = c.r.SetReadDeadline(time.Now().Add(DrainIdle))
 		}
 		n, err := c.r.Read(buf)
 		if n > 0 && c.err == nil {
