@@ -209,7 +209,9 @@ func TestClaimBackoffIsShared(t *testing.T) {
 		t.Errorf("%d claims failed in %s: want at most %d (one per %s after the first %d)",
 			failures, took, limit, delay, claimers)
 	}
-	if got, want := strings.Count(env.logs.String(), "coordinator unreachable, retrying in"), failures-claimers+1; got < want {
+	// One WARN line for the first failure and one per probe after it; the
+	// line of the last failure counted may still be on its way to the log.
+	if got, want := strings.Count(env.logs.String(), "coordinator unreachable, retrying in"), failures-claimers; got < want {
 		t.Errorf("logged %d unreachable lines, want at least %d (one per counted failure)", got, want)
 	}
 
