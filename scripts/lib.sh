@@ -27,5 +27,6 @@ require_go() {
 # build_airlock builds bin/airlock.
 build_airlock() {
   mkdir -p bin
-  go build -trimpath -o bin/airlock ./cmd/airlock
+  # Static (CGO_ENABLED=0): the oci runtime runs this binary as PID 1 inside images.
+  CGO_ENABLED=0 go build -trimpath -o bin/airlock ./cmd/airlock
 }
