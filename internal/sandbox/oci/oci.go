@@ -77,7 +77,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -319,7 +318,7 @@ func (r *Runtime) Open(ctx context.Context, p sandbox.OpenParams) (sandbox.Sandb
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening sandbox %q: %w", p.Name, err)
 	}
-	if err := validName(p.Name); err != nil {
+	if err := sandbox.ValidName(p.Name); err != nil {
 		return nil, fmt.Errorf("opening sandbox: %w", err)
 	}
 	if !r.claim(p.Name) {
@@ -432,12 +431,12 @@ func (r *Runtime) RemoveLeftovers(ctx context.Context, keep func(name string) bo
 		return fmt.Errorf("removing leftover sandboxes: %w", err)
 	}
 	for _, e := range entries {
-		if validName(e.Name()) == nil {
+		if sandbox.ValidName(e.Name()) == nil {
 			names[e.Name()] = true
 		}
 	}
 	for _, n := range r.cg.children(r.cgParent) {
-		if validName(n) == nil {
+		if sandbox.ValidName(n) == nil {
 			names[n] = true
 		}
 	}
@@ -534,18 +533,6 @@ func (r *Runtime) release(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.busy, name)
-}
-
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-
-// validName accepts a sandbox name that is one safe path element, a valid
-// container ID prefix and a valid cgroup name: letters, digits, '_', '.',
-// '-', not starting with '.' or '-', no "..", at most 128 bytes.
-func validName(name string) error {
-	if !namePattern.MatchString(name) || strings.Contains(name, "..") {
-		return fmt.Errorf("invalid sandbox name %q: want 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-', without '..'", name)
-	}
-	return nil
 }
 
 // removeTree removes dir and everything under it. A step may leave

@@ -57,7 +57,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sync"
 
@@ -145,7 +144,7 @@ func (r *Runtime) Open(ctx context.Context, p sandbox.OpenParams) (sandbox.Sandb
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening sandbox %q: %w", p.Name, err)
 	}
-	if err := validName(p.Name); err != nil {
+	if err := sandbox.ValidName(p.Name); err != nil {
 		return nil, fmt.Errorf("opening sandbox: %w", err)
 	}
 	if !r.claim(p.Name) {
@@ -198,7 +197,7 @@ func (r *Runtime) RemoveLeftovers(ctx context.Context, keep func(name string) bo
 		return fmt.Errorf("removing leftover sandboxes: %w", err)
 	}
 	for _, e := range entries {
-		if validName(e.Name()) == nil {
+		if sandbox.ValidName(e.Name()) == nil {
 			names[e.Name()] = true
 		}
 	}
@@ -252,27 +251,6 @@ func (r *Runtime) release(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.busy, name)
-}
-
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-
-// validName accepts a sandbox name that is one safe path element: letters,
-// digits, '_', '.', '-', not starting with '.' or '-', no "..", at most 128
-// bytes.
-func validName(name string) error {
-	if !namePattern.MatchString(name) || filepath.Base(name) != name || containsDotDot(name) {
-		return fmt.Errorf("invalid sandbox name %q: want 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-', without '..'", name)
-	}
-	return nil
-}
-
-func containsDotDot(s string) bool {
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '.' && s[i+1] == '.' {
-			return true
-		}
-	}
-	return false
 }
 
 // box is one attempt's sandbox.
