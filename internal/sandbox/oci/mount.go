@@ -37,12 +37,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/airlock-run/airlock/internal/sandbox/hostfs"
 )
 
 // idMap is the container's user and group ID mapping: container IDs
@@ -130,28 +131,10 @@ func idmapMount(src, dst string, userns *os.File, readOnly bool) error {
 	return nil
 }
 
-// mountsUnder returns the mount points of this mount namespace that are dir
-// or lie under it, deepest first.
-func mountsUnder(dir string) ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("reading mounts: %w", err)
-	}
-	var mps []string
-	for _, m := range parseMountinfo(b) {
-		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
-			mps = append(mps, m.point)
-		}
-	}
-	// Longer paths first; a path mounted twice is unmounted twice.
-	slices.SortStableFunc(mps, func(a, b string) int { return len(b) - len(a) })
-	return mps, nil
-}
-
 // unmountAll unmounts everything mounted under dir, and fails if anything is
 // left, so that a later removal cannot reach through a mount.
 func unmountAll(dir string) error {
-	mps, err := mountsUnder(dir)
+	mps, err := hostfs.MountsUnder(dir)
 	if err != nil {
 		return err
 	}
@@ -164,7 +147,7 @@ func unmountAll(dir string) error {
 			errs = append(errs, fmt.Errorf("unmounting %s: %w", mp, err))
 		}
 	}
-	if left, err := mountsUnder(dir); err != nil || len(left) > 0 {
+	if left, err := hostfs.MountsUnder(dir); err != nil || len(left) > 0 {
 		errs = append(errs, fmt.Errorf("mounts left under %s: %q %v", dir, left, err))
 	}
 	return errors.Join(errs...)

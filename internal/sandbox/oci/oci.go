@@ -71,7 +71,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -86,6 +85,7 @@ import (
 
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/hostfs"
 )
 
 // Name is the runtime's registered name.
@@ -499,7 +499,7 @@ func (r *Runtime) remove(ctx context.Context, name string) error {
 	}
 	if err := unmountAll(dir); err != nil {
 		errs = append(errs, err)
-	} else if err := removeTree(dir); err != nil {
+	} else if err := hostfs.RemoveTree(dir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -533,29 +533,6 @@ func (r *Runtime) release(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.busy, name)
-}
-
-// removeTree removes dir and everything under it. A step may leave
-// directories without write or search permission, which os.RemoveAll cannot
-// empty unless the executor is root; those are made accessible and the
-// removal retried. A mount point under dir makes removeTree refuse rather
-// than delete what is mounted there.
-func removeTree(dir string) error {
-	if mps, err := mountsUnder(dir); err != nil {
-		return err
-	} else if len(mps) > 0 {
-		return fmt.Errorf("not removing %s: %s is mounted under it", dir, mps[0])
-	}
-	if err := os.RemoveAll(dir); err == nil {
-		return nil
-	}
-	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if d != nil && d.IsDir() && err == nil {
-			_ = os.Chmod(path, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
 }
 
 // searchable checks that every directory from dir up to / can be traversed

@@ -234,35 +234,3 @@ func readMarker(pid int) (root, name string, ok bool) {
 	}
 	return root, name, hasRoot && hasName
 }
-
-// mountPoints returns the mount points listed in a mountinfo file, with their
-// octal escapes ("\040" for a space) decoded.
-func mountPoints(mountinfo []byte) []string {
-	var mps []string
-	for line := range strings.SplitSeq(string(mountinfo), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mps = append(mps, unescapeOctal(f[4]))
-	}
-	return mps
-}
-
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return '0' <= c && c <= '7' }

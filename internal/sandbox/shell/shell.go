@@ -52,7 +52,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -61,6 +60,7 @@ import (
 	"sync"
 
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/hostfs"
 )
 
 // Name is the runtime's registered name.
@@ -231,7 +231,7 @@ func (r *Runtime) remove(ctx context.Context, m marker) error {
 	if _, left := m.stop(ctx, 0, 0); left > 0 {
 		errs = append(errs, fmt.Errorf("removing sandbox %q: %d of its processes are still running", m.name, left))
 	}
-	if err := removeTree(filepath.Join(r.root, m.name)); err != nil {
+	if err := hostfs.RemoveTree(filepath.Join(r.root, m.name)); err != nil {
 		errs = append(errs, fmt.Errorf("removing sandbox %q: %w", m.name, err))
 	}
 	return errors.Join(errs...)
@@ -281,45 +281,6 @@ func (b *box) Close(ctx context.Context) error {
 	defer b.rt.release(b.marker.name)
 	if err := b.rt.remove(ctx, b.marker); err != nil {
 		return fmt.Errorf("closing sandbox: %w", err)
-	}
-	return nil
-}
-
-// removeTree removes dir and everything under it. A step may leave
-// directories without write or search permission, which os.RemoveAll cannot
-// empty unless the executor is root; those are made accessible and the
-// removal retried. A mount point under dir (a step running as root can
-// bind-mount the host's / into its workspace) makes removeTree refuse rather
-// than delete what is mounted there.
-func removeTree(dir string) error {
-	if err := checkNoMounts(dir); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(dir); err == nil {
-		return nil
-	}
-	// WalkDir calls fn for a directory before reading it, so each directory
-	// is made readable before it is entered. Symlinks are not followed.
-	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if d != nil && d.IsDir() && err == nil {
-			_ = os.Chmod(path, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
-}
-
-// checkNoMounts fails if a mount point of this process's mount namespace is
-// dir or lies under it.
-func checkNoMounts(dir string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return fmt.Errorf("checking for mounts under %s: %w", dir, err)
-	}
-	for _, mnt := range mountPoints(b) {
-		if mnt == dir || (len(mnt) > len(dir) && mnt[:len(dir)] == dir && mnt[len(dir)] == '/') {
-			return fmt.Errorf("not removing %s: %s is mounted under it", dir, mnt)
-		}
 	}
 	return nil
 }
