@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -59,12 +60,16 @@ func printJob(cmd *cobra.Command, j *api.Job) {
 				fmt.Fprintf(w, " — %s", a.Message)
 			}
 		}
-		fmt.Fprintf(w, "; log %d bytes\n", a.LogSize)
+		fmt.Fprintf(w, "; log %d bytes", a.LogSize)
+		if a.EgressDenied > 0 {
+			fmt.Fprintf(w, "; %d connection attempts denied by the egress policy", a.EgressDenied)
+		}
+		fmt.Fprintln(w)
 		if len(a.Steps) == 0 {
 			continue
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  STEP\tEXIT\tDURATION\tNOTE")
+		fmt.Fprintln(tw, "  STEP\tEXIT\tDURATION\tIMAGE\tNOTE")
 		for _, s := range a.Steps {
 			note := s.Signal
 			if s.TimedOut {
@@ -73,7 +78,14 @@ func printJob(cmd *cobra.Command, j *api.Job) {
 			if s.OOMKilled {
 				note = "out of memory"
 			}
-			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", s.Name, s.ExitCode, s.Duration.Round(time.Millisecond), note)
+			img := "-"
+			if s.Image != "" {
+				img = s.Image
+				if s.ImageDigest != "" && !strings.Contains(s.Image, s.ImageDigest) {
+					img += " (" + s.ImageDigest + ")"
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\n", s.Name, s.ExitCode, s.Duration.Round(time.Millisecond), img, note)
 		}
 		tw.Flush()
 	}

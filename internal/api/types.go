@@ -83,6 +83,8 @@ type Attempt struct {
 	Message    string             `json:"message,omitempty"`
 	Steps      []queue.StepResult `json:"steps,omitempty"`
 	LogSize    int64              `json:"logSize"`
+	// EgressDenied counts connection attempts the egress policy dropped.
+	EgressDenied int64 `json:"egressDenied,omitempty"`
 }
 
 // JobList is one page of jobs, newest first.
@@ -143,6 +145,8 @@ type FinishRequest struct {
 	Reason  job.Reason         `json:"reason"`
 	Message string             `json:"message,omitempty"`
 	Steps   []queue.StepResult `json:"steps,omitempty"`
+	// EgressDenied counts connection attempts the job's egress policy dropped.
+	EgressDenied int64 `json:"egressDenied,omitempty"`
 }
 
 // Error is the JSON error body.

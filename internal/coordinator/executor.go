@@ -224,6 +224,7 @@ func (s *Server) handleFinish(w http.ResponseWriter, r *http.Request) {
 	}
 	j, err := s.store.Finish(r.Context(), queue.FinishParams{
 		Attempt: ref, Outcome: req.Outcome, Reason: req.Reason, Message: req.Message, Steps: req.Steps,
+		EgressDenied: req.EgressDenied,
 	})
 	if err != nil {
 		s.writeError(w, r, err)

@@ -240,15 +240,16 @@ func toAPIJob(j *queue.Job) api.Job {
 	}
 	for _, a := range j.Attempts {
 		out.Attempts = append(out.Attempts, api.Attempt{
-			Number:     a.Number,
-			Executor:   a.Executor,
-			StartedAt:  a.StartedAt,
-			FinishedAt: timePtr(a.FinishedAt),
-			Outcome:    a.Outcome,
-			Reason:     a.Reason,
-			Message:    a.Message,
-			Steps:      a.Steps,
-			LogSize:    a.LogSize,
+			Number:       a.Number,
+			Executor:     a.Executor,
+			StartedAt:    a.StartedAt,
+			FinishedAt:   timePtr(a.FinishedAt),
+			Outcome:      a.Outcome,
+			Reason:       a.Reason,
+			Message:      a.Message,
+			Steps:        a.Steps,
+			EgressDenied: a.EgressDenied,
+			LogSize:      a.LogSize,
 		})
 	}
 	return out

@@ -52,6 +52,8 @@ const (
 	ReasonStepTimeout  Reason = "step_timeout"  // a step ran past its timeout (job failure)
 	ReasonJobTimeout   Reason = "job_timeout"   // the job ran past its timeout (job failure)
 	ReasonOOM          Reason = "oom"           // a step was killed for memory (job failure)
+	ReasonImage        Reason = "image"         // a step's image cannot be used: unknown, refused, unsafe (job failure)
+	ReasonResources    Reason = "resources"     // the job asks for more than the executor offers (job failure)
 	ReasonCanceled     Reason = "canceled"      // a user asked for cancellation
 	ReasonLeaseExpired Reason = "lease_expired" // the executor stopped heartbeating (system)
 	ReasonSystemError  Reason = "system_error"  // the executor could not run the job (system)
@@ -60,7 +62,7 @@ const (
 
 // Reasons lists the closed set.
 var Reasons = []Reason{ReasonSuccess, ReasonExitCode, ReasonStepTimeout, ReasonJobTimeout, ReasonOOM,
-	ReasonCanceled, ReasonLeaseExpired, ReasonSystemError, ReasonDrained}
+	ReasonImage, ReasonResources, ReasonCanceled, ReasonLeaseExpired, ReasonSystemError, ReasonDrained}
 
 // Valid reports whether r is in the closed set.
 func (r Reason) Valid() bool {

@@ -131,6 +131,9 @@ type Attempt struct {
 	Message    string
 	Steps      []StepResult
 	LogSize    int64
+	// EgressDenied counts the attempt's connection attempts that its egress
+	// policy dropped (packets of new connections, every protocol).
+	EgressDenied int64
 }
 
 // StepResult is what one step did.
@@ -143,6 +146,10 @@ type StepResult struct {
 	StartedAt  time.Time     `json:"startedAt"`
 	FinishedAt time.Time     `json:"finishedAt"`
 	Duration   time.Duration `json:"durationNanos"`
+	// Image is the reference the step named, and ImageDigest what it
+	// resolved to when the step ran ("" for runtimes without images).
+	Image       string `json:"image,omitempty"`
+	ImageDigest string `json:"imageDigest,omitempty"`
 }
 
 // AttemptRef names one attempt of one job.
@@ -231,6 +238,8 @@ type FinishParams struct {
 	Reason  job.Reason
 	Message string
 	Steps   []StepResult
+	// EgressDenied is the attempt's count of denied connection attempts.
+	EgressDenied int64
 }
 
 // Reaped is one attempt the reaper ended.

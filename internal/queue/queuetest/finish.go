@@ -2,6 +2,7 @@ package queuetest
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ func reasonFor(o job.Outcome) job.Reason {
 }
 
 var finishCases = []testCase{
-	{"finish records the outcome, reason, message and steps", func(t *testing.T, h *harness) {
+	{"finish records the outcome, reason, message, steps and egress denials", func(t *testing.T, h *harness) {
 		for _, tc := range []struct {
 			outcome job.Outcome
 			reason  job.Reason
@@ -63,6 +64,8 @@ var finishCases = []testCase{
 			{job.OutcomeFailed, job.ReasonExitCode, job.StateFailed},
 			{job.OutcomeFailed, job.ReasonStepTimeout, job.StateFailed},
 			{job.OutcomeFailed, job.ReasonOOM, job.StateFailed},
+			{job.OutcomeFailed, job.ReasonImage, job.StateFailed},
+			{job.OutcomeFailed, job.ReasonResources, job.StateFailed},
 			{job.OutcomeCanceled, job.ReasonCanceled, job.StateCanceled},
 			{job.OutcomeErrored, job.ReasonSystemError, job.StateErrored},
 		} {
@@ -70,9 +73,10 @@ var finishCases = []testCase{
 			c := h.claim("e1")
 			h.clock.Advance(1500 * msec)
 			steps := []queue.StepResult{{Name: "build", ExitCode: 2, Signal: "SIGKILL", OOMKilled: true, TimedOut: true,
-				StartedAt: start, FinishedAt: start.Add(time.Second), Duration: time.Second}}
+				StartedAt: start, FinishedAt: start.Add(time.Second), Duration: time.Second,
+				Image: "registry.test/tools:1", ImageDigest: "sha256:" + strings.Repeat("ab", 32)}}
 			got, err := h.store.Finish(h.ctx, queue.FinishParams{Attempt: c.ref(), Outcome: tc.outcome, Reason: tc.reason,
-				Message: "step build: detail", Steps: steps})
+				Message: "step build: detail", Steps: steps, EgressDenied: 7})
 			if err != nil {
 				t.Fatalf("Finish(%s): %v", tc.outcome, err)
 			}
@@ -82,7 +86,8 @@ var finishCases = []testCase{
 				t.Errorf("%s: job Message %q FinishedAt %v, want the message and %v", tc.outcome, j.Message, j.FinishedAt, h.clock.Now())
 			}
 			want := []queue.Attempt{{Number: 1, Executor: "e1", StartedAt: h.clock.Now().Add(-1500 * msec),
-				FinishedAt: h.clock.Now(), Outcome: tc.outcome, Reason: tc.reason, Message: "step build: detail", Steps: steps}}
+				FinishedAt: h.clock.Now(), Outcome: tc.outcome, Reason: tc.reason, Message: "step build: detail", Steps: steps,
+				EgressDenied: 7}}
 			if diff := cmp.Diff(want, j.Attempts, cmpopts.IgnoreFields(queue.Attempt{}, "LeaseUntil")); diff != "" {
 				t.Errorf("%s: attempts (-want +got):\n%s", tc.outcome, diff)
 			}

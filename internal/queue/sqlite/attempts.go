@@ -49,7 +49,7 @@ var (
 	qExtendAttemptLease = prepared(`UPDATE attempts SET lease_until = ? WHERE job_id = ? AND number = ?`)
 	// qEndAttempt ends an attempt; its token dies with it.
 	qEndAttempt = prepared(`UPDATE attempts SET finished_at = ?, outcome = ?, reason = ?, message = ?,
-		steps = ?, ended_by = ?, token_hash = NULL WHERE job_id = ? AND number = ?`)
+		steps = ?, egress_denied = ?, ended_by = ?, token_hash = NULL WHERE job_id = ? AND number = ?`)
 	qExpired = prepared(`SELECT id, attempt, attempt_base, max_attempts, cancel_requested
 		FROM jobs WHERE state = 'running' AND lease_until < ? ORDER BY id`)
 )
@@ -300,7 +300,7 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 		if state.Terminal() {
 			finishedAt = now
 		}
-		if _, err := tx.ExecContext(ctx, qEndAttempt, now, p.Outcome, reason, p.Message, steps, "finish",
+		if _, err := tx.ExecContext(ctx, qEndAttempt, now, p.Outcome, reason, p.Message, steps, p.EgressDenied, "finish",
 			ref.JobID, ref.Attempt); err != nil {
 			return err
 		}
@@ -361,7 +361,7 @@ func (s *Store) ReapExpired(ctx context.Context) ([]queue.Reaped, error) {
 				state = job.StateQueued
 			}
 			if _, err := tx.ExecContext(ctx, qEndAttempt, now, job.OutcomeErrored, job.ReasonLeaseExpired,
-				"the executor stopped heartbeating", nil, "reaper", e.id, e.attempt); err != nil {
+				"the executor stopped heartbeating", nil, 0, "reaper", e.id, e.attempt); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, qEndJob, state, jobReason, jobMessage, finishedAt, e.id); err != nil {

@@ -32,7 +32,7 @@ var (
 	qInsertJob = prepared(`INSERT INTO jobs (queue, priority, spec, state, max_attempts, created_at)
 		VALUES (?, ?, ?, 'queued', ?, ?) RETURNING ` + jobColumns)
 	qLoadAttempts = prepared(`SELECT number, executor, started_at, finished_at, lease_until,
-		outcome, reason, message, steps, log_size
+		outcome, reason, message, steps, log_size, egress_denied
 		FROM attempts WHERE job_id = ? ORDER BY number`)
 	// qEndJob moves a job to a new state (terminal, or queued again) and
 	// forgets its lease and any cancel request.
@@ -131,7 +131,7 @@ func loadAttempts(ctx context.Context, q querier, jobID int64) ([]queue.Attempt,
 			steps                    sql.NullString
 		)
 		if err := rows.Scan(&a.Number, &a.Executor, &started, &finished, &lease,
-			&a.Outcome, &a.Reason, &a.Message, &steps, &a.LogSize); err != nil {
+			&a.Outcome, &a.Reason, &a.Message, &steps, &a.LogSize, &a.EgressDenied); err != nil {
 			return nil, err
 		}
 		if steps.Valid {

@@ -80,6 +80,11 @@ CREATE TABLE executors (
 	`
 DROP TABLE log_chunks;
 `,
+
+	// 3: what an attempt's egress policy denied.
+	`
+ALTER TABLE attempts ADD COLUMN egress_denied INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 // migrationCode holds Go code that runs in a migration's transaction before
