@@ -373,6 +373,9 @@ func (c *Cache) Size() int64 {
 func (c *Cache) Get(ctx context.Context, ref string, auth *Auth) (*Image, error) {
 	src, err := c.source(ref, auth)
 	if err != nil {
+		if !errors.Is(err, ErrLocalNotAllowed) && !errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("%w: %w", ErrBadReference, err)
+		}
 		return nil, fmt.Errorf("image %q: %w", ref, err)
 	}
 	digest, err := src.resolve(ctx)

@@ -34,6 +34,9 @@ const (
 // Options.LocalRoots.
 var ErrLocalNotAllowed = errors.New("local image path is not inside a configured local root")
 
+// ErrBadReference is returned for a reference that is not well formed.
+var ErrBadReference = errors.New("malformed image reference")
+
 // A source is where an image comes from.
 type source interface {
 	String() string

@@ -35,11 +35,17 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
 	"github.com/airlock-run/airlock/internal/job"
 )
+
+// ErrImage marks an error about a step's image that retrying cannot fix: the
+// reference is malformed or names no image, the registry refuses it, a layer
+// is unsafe. The job fails with reason "image" instead of being retried.
+var ErrImage = errors.New("unusable image")
 
 // Runtime opens sandboxes for job attempts.
 type Runtime interface {
