@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"context"
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -11,8 +12,59 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
 )
+
+// ImagePuller gets a step's image ready for the attempt called sandbox,
+// with the job's Docker config JSON of registry credentials ("" for none),
+// and returns the digest it resolved to. The attempt's images stay held
+// until Release, which the executor calls once the attempt's sandbox is
+// closed. An error wrapping sandbox.ErrImage fails the job; any other is the
+// system's and the attempt is retried.
+type ImagePuller interface {
+	Pull(ctx context.Context, sandbox, ref, dockerAuth string) (digest string, err error)
+	Release(sandbox string) error
+}
+
+// DockerAuthSecret is the job secret that carries the job's registry
+// credentials as a Docker config JSON (as GitLab's DOCKER_AUTH_CONFIG).
+const DockerAuthSecret = "DOCKER_AUTH_CONFIG"
+
+// resources applies the defaults to what a job asks for and checks it
+// against the maximum; refusal names the first field over and both values.
+func (c *Config) resources(asked job.Resources) (job.Resources, string) {
+	r := asked
+	if r.CPUs == 0 {
+		r.CPUs = c.DefaultResources.CPUs
+	}
+	if r.Memory == 0 {
+		r.Memory = c.DefaultResources.Memory
+	}
+	if r.Pids == 0 {
+		r.Pids = c.DefaultResources.Pids
+	}
+	if r.Disk == 0 {
+		r.Disk = c.DefaultResources.Disk
+	}
+	return r, exceeds(r, c.MaxResources)
+}
+
+// exceeds names the first field of r above max (zero fields of max do not
+// bound), or returns "".
+func exceeds(r, max job.Resources) string {
+	switch {
+	case max.CPUs > 0 && r.CPUs > max.CPUs:
+		return fmt.Sprintf("resources.cpus: %g asked, at most %g offered", r.CPUs, max.CPUs)
+	case max.Memory > 0 && r.Memory > max.Memory:
+		return fmt.Sprintf("resources.memory: %s asked, at most %s offered", r.Memory, max.Memory)
+	case max.Pids > 0 && r.Pids > max.Pids:
+		return fmt.Sprintf("resources.pids: %d asked, at most %d offered", r.Pids, max.Pids)
+	case max.Disk > 0 && r.Disk > max.Disk:
+		return fmt.Sprintf("resources.disk: %s asked, at most %s offered", r.Disk, max.Disk)
+	}
+	return ""
+}
 
 // Defaults for the zero values of Config.
 const (
@@ -25,6 +77,7 @@ const (
 	DefaultReportTimeout     = 2 * time.Minute
 	DefaultBackoffMin        = 100 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second
+	DefaultJanitorInterval   = 5 * time.Minute
 
 	// MaxClaimWait is the longest long poll the coordinator honours.
 	MaxClaimWait = 60 * time.Second
@@ -54,6 +107,26 @@ type Config struct {
 	MaxClaimsInFlight int
 	// Runtime runs the jobs' steps.
 	Runtime sandbox.Runtime
+	// Images pulls the steps' images for an attempt before its first step,
+	// with the job's registry credentials, and tells their digests. Nil for
+	// runtimes that run no images (the shell): steps' images are then
+	// passed through unresolved.
+	Images ImagePuller
+	// DefaultImage is the image of a step that names none. When Images is
+	// set and DefaultImage is "", such a step fails its job.
+	DefaultImage string
+
+	// DefaultResources fill in what a job's spec leaves zero.
+	DefaultResources job.Resources
+	// MaxResources are the most a job may ask for; zero fields do not
+	// bound. A job asking for more fails at once, before its sandbox is
+	// opened, with reason "resources".
+	MaxResources job.Resources
+
+	// JanitorInterval is how often the executor removes what sandboxes of
+	// attempts it is not running left on the host (after a crash), if the
+	// runtime has a janitor. The first pass runs at Start. Default 5m.
+	JanitorInterval time.Duration
 
 	// DrainTimeout is how long Run lets running jobs finish after the first
 	// signal before cancelling them. Default 10m.
@@ -157,6 +230,7 @@ func (c *Config) Validate() error {
 		{"report timeout", c.ReportTimeout},
 		{"backoff min", c.Backoff.Min},
 		{"backoff max", c.Backoff.Max},
+		{"janitor interval", c.JanitorInterval},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is %s, must not be negative", d.name, d.v))
@@ -167,6 +241,17 @@ func (c *Config) Validate() error {
 	}
 	if c.KillGrace > time.Minute {
 		errs = append(errs, fmt.Errorf("kill grace is %s, at most 1m", c.KillGrace))
+	}
+	for _, r := range []struct {
+		name string
+		v    job.Resources
+	}{{"default", c.DefaultResources}, {"max", c.MaxResources}} {
+		if r.v.CPUs < 0 || r.v.Memory < 0 || r.v.Pids < 0 || r.v.Disk < 0 {
+			errs = append(errs, fmt.Errorf("%s job resources must not be negative", r.name))
+		}
+	}
+	if err := exceeds(c.DefaultResources, c.MaxResources); err != "" {
+		errs = append(errs, fmt.Errorf("default job resources exceed the maximum: %s", err))
 	}
 	if c.Backoff.Min > 0 && c.Backoff.Max > 0 && c.Backoff.Min > c.Backoff.Max {
 		errs = append(errs, fmt.Errorf("backoff min %s is above backoff max %s", c.Backoff.Min, c.Backoff.Max))
@@ -205,6 +290,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Backoff.Max == 0 {
 		c.Backoff.Max = max(DefaultBackoffMax, c.Backoff.Min)
+	}
+	if c.JanitorInterval == 0 {
+		c.JanitorInterval = DefaultJanitorInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -158,6 +158,9 @@ func (e *Executor) Start(ctx context.Context) error {
 
 	go e.claimLoop(claimCtx)
 	go e.heartbeatLoop(beatCtx)
+	if j, ok := e.cfg.Runtime.(janitor); ok {
+		go e.janitorLoop(beatCtx, j)
+	}
 	e.afterStart = context.AfterFunc(ctx, func() {
 		e.log.Warn("executor context done, cancelling running jobs", "cause", context.Cause(ctx))
 		e.cancelAll(errDrained)
@@ -459,5 +462,40 @@ func round(d time.Duration) time.Duration {
 		return d.Round(100 * time.Millisecond)
 	default:
 		return d.Round(time.Millisecond)
+	}
+}
+
+// janitor is a runtime that can remove what sandboxes left on the host.
+type janitor interface {
+	// RemoveLeftovers removes the host resources of every sandbox that is
+	// not open and not kept.
+	RemoveLeftovers(ctx context.Context, keep func(name string) bool) error
+}
+
+// janitorLoop removes leftovers of attempts this executor is not running: at
+// once (what a crashed predecessor left), then every JanitorInterval.
+func (e *Executor) janitorLoop(ctx context.Context, j janitor) {
+	t := time.NewTicker(e.cfg.JanitorInterval)
+	defer t.Stop()
+	for {
+		err := j.RemoveLeftovers(ctx, func(name string) bool {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			for ref := range e.jobs {
+				if SandboxName(ref) == name {
+					return true
+				}
+			}
+			return false
+		})
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("removing leftover sandboxes", "error", err)
+		}
+		e.testSignals.janitorPass.Signal(err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }

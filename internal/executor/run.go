@@ -66,6 +66,10 @@ type jobRun struct {
 	log   *slog.Logger
 	out   *logWriter
 	steps []queue.StepResult
+	// digests are the steps' images' digests, by reference.
+	digests map[string]string
+	// egressDenied is what the egress policy denied, read before Close.
+	egressDenied int64
 	// stopLog stops shipping the log for good; see runStep.
 	stopLog context.CancelFunc
 }
@@ -101,6 +105,7 @@ func (e *Executor) runJob(ctx context.Context, claim *api.ClaimResponse) jobRepo
 	e.reporting(ref)
 	lost := errors.Is(context.Cause(ctx), errLostAttempt)
 	fin.Steps = r.steps
+	fin.EgressDenied = r.egressDenied
 	if !lost {
 		r.printf("==> job %s: %s (%s)\n", fin.Outcome, describe(fin), round(time.Since(start)))
 	}
@@ -141,10 +146,20 @@ func (r *jobRun) run(ctx context.Context) (fin api.FinishRequest) {
 
 	r.printf("==> airlock: job %d, attempt %d, executor %s, runtime %s, timeout %s\n",
 		r.ref.JobID, r.ref.Attempt, r.e.cfg.Name, r.e.cfg.Runtime.Name(), timeout)
+	res, refused := r.e.cfg.resources(spec.Resources)
+	if refused != "" {
+		r.printf("==> refused: the job asks for more than this executor offers: %s\n", refused)
+		return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonResources,
+			Message: "the job asks for more than the executor offers: " + refused}
+	}
+	network := spec.Network
+	if network == "" {
+		network = job.NetworkInternet
+	}
 	sb, err := r.e.cfg.Runtime.Open(ctx, sandbox.OpenParams{
 		Name:      SandboxName(r.ref),
-		Resources: spec.Resources,
-		Network:   spec.Network,
+		Resources: res,
+		Network:   network,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -154,6 +169,10 @@ func (r *jobRun) run(ctx context.Context) (fin api.FinishRequest) {
 		return systemError(fmt.Sprintf("opening sandbox: %v", err))
 	}
 	defer r.closeSandbox(ctx, sb)
+
+	if fin, done := r.pullImages(ctx, spec, timeout); done {
+		return fin
+	}
 
 	if len(spec.Files) > 0 {
 		r.printf("==> writing %d job files\n", len(spec.Files))
@@ -216,7 +235,7 @@ func (r *jobRun) runStep(ctx context.Context, sb sandbox.Sandbox, i int, step jo
 	})
 	started := r.e.cfg.Now()
 	res, err := sb.Run(sctx, sandbox.Step{
-		Image:     step.Image,
+		Image:     r.image(step),
 		Run:       step.Run,
 		Env:       env,
 		Dir:       step.Dir,
@@ -236,11 +255,17 @@ func (r *jobRun) runStep(ctx context.Context, sb sandbox.Sandbox, i int, step jo
 		StartedAt:  started,
 		FinishedAt: finished,
 		Duration:   took,
+		Image:      r.image(step),
 	}
+	sr.ImageDigest = r.digests[sr.Image]
 	if err != nil && sctx.Err() == nil {
 		sr.ExitCode = -1
 		r.steps = append(r.steps, sr)
 		r.printf("==> step %s could not run: %v\n", name, err)
+		if errors.Is(err, sandbox.ErrImage) {
+			return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonImage,
+				Message: fmt.Sprintf("step %q: %v", name, err)}, true
+		}
 		return systemError(fmt.Sprintf("running step %q: %v", name, err)), true
 	}
 	if res.Interrupted || err != nil {
@@ -301,11 +326,77 @@ func (r *jobRun) interrupted(ctx context.Context, step string, jobTimeout time.D
 	return systemError(fmt.Sprintf("interrupted%s: %v", in, cause))
 }
 
+// image is the image step runs in: its own, or the executor's default.
+func (r *jobRun) image(step job.Step) string {
+	if step.Image == "" && r.e.cfg.Images != nil {
+		return r.e.cfg.DefaultImage
+	}
+	return step.Image
+}
+
+// pullImages gets every step's image ready before the first step runs, so a
+// job whose third step names a missing image fails before it changes
+// anything; done reports that the job ends with fin.
+func (r *jobRun) pullImages(ctx context.Context, spec job.Spec, timeout time.Duration) (fin api.FinishRequest, done bool) {
+	if r.e.cfg.Images == nil {
+		return api.FinishRequest{}, false
+	}
+	r.digests = make(map[string]string)
+	for i, step := range spec.Steps {
+		ref := r.image(step)
+		if ref == "" {
+			msg := fmt.Sprintf("steps[%d] (%s) names no image, and this executor has no default image", i, stepName(i, step))
+			r.printf("==> %s\n", msg)
+			return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonImage, Message: msg}, true
+		}
+		if _, ok := r.digests[ref]; ok {
+			continue
+		}
+		start := time.Now()
+		digest, err := r.e.cfg.Images.Pull(ctx, SandboxName(r.ref), ref, r.claim.Secrets[DockerAuthSecret])
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return r.interrupted(ctx, "", timeout), true
+		case errors.Is(err, sandbox.ErrImage):
+			r.printf("==> image %s: %v\n", ref, err)
+			return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonImage,
+				Message: fmt.Sprintf("steps[%d] (%s): %v", i, stepName(i, step), err)}, true
+		default:
+			r.printf("==> image %s could not be pulled: %v\n", ref, err)
+			return systemError(fmt.Sprintf("pulling image %s: %v", ref, err)), true
+		}
+		r.digests[ref] = digest
+		r.printf("==> image %s: %s (%s)\n", ref, digest, round(time.Since(start)))
+	}
+	return api.FinishRequest{}, false
+}
+
+// egressCounter is a sandbox whose egress policy counts what it denied.
+type egressCounter interface {
+	EgressDenied(ctx context.Context) (uint64, error)
+}
+
 func (r *jobRun) closeSandbox(ctx context.Context, sb sandbox.Sandbox) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sandboxCloseTimeout)
 	defer cancel()
+	if c, ok := sb.(egressCounter); ok {
+		n, err := c.EgressDenied(ctx)
+		if err != nil {
+			r.log.Warn("reading the egress policy's denial count", "error", err)
+		}
+		r.egressDenied = int64(n)
+		if n > 0 {
+			r.printf("==> the egress policy denied %d connection attempts\n", n)
+		}
+	}
 	if err := sb.Close(ctx); err != nil {
 		r.log.Error("closing sandbox; the janitor must remove what is left", "sandbox", SandboxName(r.ref), "error", err)
+	}
+	if r.e.cfg.Images != nil {
+		if err := r.e.cfg.Images.Release(SandboxName(r.ref)); err != nil {
+			r.log.Error("releasing the attempt's images; the janitor must remove what is left", "sandbox", SandboxName(r.ref), "error", err)
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ type testSignals struct {
 	stepStarted   testSignal[stepEvent]            // a step is about to run
 	jobDone       testSignal[jobReport]            // a job ended and its report is settled
 	drainCanceled testSignal[int]                  // Stop's deadline passed; n jobs cancelled
+	janitorPass   testSignal[error]                // a janitor pass ended
 }
 
 func (s *testSignals) Init() {
@@ -26,6 +27,7 @@ func (s *testSignals) Init() {
 	s.stepStarted.Init()
 	s.jobDone.Init()
 	s.drainCanceled.Init()
+	s.janitorPass.Init()
 }
 
 type stepEvent struct {
