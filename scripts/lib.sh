@@ -30,3 +30,25 @@ build_airlock() {
   # Static (CGO_ENABLED=0): the oci runtime runs this binary as PID 1 inside images.
   CGO_ENABLED=0 go build -trimpath -o bin/airlock ./cmd/airlock
 }
+
+# The gVisor release the sandboxes are tested with. Debian 12's runsc (2022)
+# cannot give a sandbox a network on current kernels (gvisor#10704), so the
+# scripts build this one from the Go module proxy: static, as runsc must be.
+RUNSC_MODULE_VERSION=v0.0.0-20260905035102-160fafc42237
+
+# ensure_runsc builds the pinned runsc once (2-3 minutes on 2 cores) into
+# ${AIRLOCK_CACHE:-/var/cache/airlock}, links it as /usr/local/bin/runsc when run
+# as root, and exports AIRLOCK_RUNSC. An existing AIRLOCK_RUNSC is kept.
+ensure_runsc() {
+  if [ -n "${AIRLOCK_RUNSC:-}" ] && [ -x "$AIRLOCK_RUNSC" ]; then return 0; fi
+  local dir="${AIRLOCK_CACHE:-/var/cache/airlock}/runsc-${RUNSC_MODULE_VERSION##*-}"
+  if [ ! -x "$dir/runsc" ]; then
+    echo "building gVisor's runsc ${RUNSC_MODULE_VERSION} from the Go module proxy (once; 2-3 minutes)" >&2
+    mkdir -p "$dir"
+    GOBIN="$dir" CGO_ENABLED=0 go install -trimpath -ldflags='-s -w' "gvisor.dev/gvisor/runsc@${RUNSC_MODULE_VERSION}"
+  fi
+  export AIRLOCK_RUNSC="$dir/runsc"
+  if [ "$(id -u)" -eq 0 ] && [ "$(readlink /usr/local/bin/runsc 2>/dev/null)" != "$AIRLOCK_RUNSC" ]; then
+    ln -sfn "$AIRLOCK_RUNSC" /usr/local/bin/runsc
+  fi
+}
