@@ -90,7 +90,7 @@ finish, then are cancelled and reported. A second signal cancels them at once.`,
 		},
 	}
 	cfg.register(cmd, true)
-	cmd.AddCommand(newValidateCommand())
+	cmd.AddCommand(newValidateCommand(), newInstallCommand())
 	return cmd
 }
 

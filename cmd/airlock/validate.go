@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 	"text/tabwriter"
 
@@ -38,31 +39,8 @@ with the same report, never falling back to a weaker runtime.`,
 				}
 				reports = keep
 			}
-			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), reports); err != nil {
-					return err
-				}
-			} else {
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				for _, r := range reports {
-					status := "ready"
-					if !r.Ready {
-						status = "NOT READY"
-					}
-					iso := "isolates"
-					if !r.Isolates {
-						iso = "isolates nothing"
-					}
-					fmt.Fprintf(tw, "%s\t%s\t(%s)\n", r.Runtime, status, iso)
-					for _, it := range r.Items {
-						mark := "ok"
-						if !it.OK {
-							mark = "MISSING"
-						}
-						fmt.Fprintf(tw, "  %s\t%s\t%s\n", it.Name, mark, it.Detail)
-					}
-				}
-				tw.Flush()
+			if err := printReports(cmd.OutOrStdout(), reports, asJSON); err != nil {
+				return err
 			}
 			if runtime != "" && runtime != runtimes.Auto && !reports[0].Ready {
 				return &exitError{code: exitUsage}
@@ -74,4 +52,31 @@ with the same report, never falling back to a weaker runtime.`,
 	cmd.Flags().StringVar(&workDir, "work-dir", filepath.Join(defaultDataDir(), "work"), "the executor's work directory (its permissions matter to some runtimes)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printReports prints runtime reports as a table, or as JSON.
+func printReports(w io.Writer, reports []runtimes.Report, asJSON bool) error {
+	if asJSON {
+		return printJSON(w, reports)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range reports {
+		status := "ready"
+		if !r.Ready {
+			status = "NOT READY"
+		}
+		iso := "isolates"
+		if !r.Isolates {
+			iso = "isolates nothing"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t(%s)\n", r.Runtime, status, iso)
+		for _, it := range r.Items {
+			mark := "ok"
+			if !it.OK {
+				mark = "MISSING"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", it.Name, mark, it.Detail)
+		}
+	}
+	return tw.Flush()
 }
