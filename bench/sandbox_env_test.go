@@ -102,16 +102,8 @@ func newSandboxEnv(b *testing.B) *sandboxEnv {
 }
 
 // imageFunc is the oci runtime's ImageFunc over the env's Provider, as the
-// executor wires it.
-func (env *sandboxEnv) imageFunc() oci.ImageFunc {
-	return func(ctx context.Context, sb, ref string) (oci.Image, error) {
-		img, err := env.images.Image(ctx, sb, ref)
-		if err != nil {
-			return oci.Image{}, err
-		}
-		return oci.Image{RootFS: img.RootFS, User: img.User, Env: img.Env}, nil
-	}
-}
+// executor wires it: the runtime stacks the cached layers itself, ID-mapped.
+func (env *sandboxEnv) imageFunc() oci.ImageFunc { return env.images.ImageFunc() }
 
 // openAttempt opens a sandbox as the executor does: Open, then pull the
 // step's image for the attempt. close undoes both.

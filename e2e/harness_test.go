@@ -35,6 +35,8 @@ func TestMain(m *testing.M) {
 	}
 	airlockBin = filepath.Join(dir, "airlock")
 	build := exec.Command("go", "build", "-o", airlockBin, "github.com/airlock-run/airlock/cmd/airlock")
+	// Static, as shipped: the container runtimes run it as PID 1 in images.
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building airlock:", err)
@@ -78,8 +80,15 @@ func (b *syncBuffer) String() string {
 
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startCmd(t, name, exec.Command(airlockBin, args...), env)
+}
+
+// startCmd starts cmd, which runs airlock (directly, or through a wrapper
+// that execs it, such as nsenter).
+func startCmd(t *testing.T, name string, cmd *exec.Cmd, env []string) *proc {
+	t.Helper()
 	p := &proc{t: t, name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(airlockBin, args...)
+	p.cmd = cmd
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

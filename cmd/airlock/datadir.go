@@ -11,11 +11,16 @@ import (
 )
 
 // defaultDataDir is where `airlock up` and a coordinator without --data-dir
-// keep their database, tokens and workspaces: $XDG_DATA_HOME/airlock, else
-// ~/.local/share/airlock.
+// keep their database, tokens and workspaces: /var/lib/airlock for root
+// (the sandboxes' directories must be reachable from their user namespace,
+// which a home directory of mode 0700 is not), else $XDG_DATA_HOME/airlock,
+// else ~/.local/share/airlock.
 func defaultDataDir() string {
 	if d := os.Getenv("AIRLOCK_DATA_DIR"); d != "" {
 		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/airlock"
 	}
 	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
 		return filepath.Join(d, "airlock")

@@ -76,18 +76,45 @@ Ctrl-C stops cleanly: the executor drains, then the coordinator stops.`,
 
 			exec.URL = url
 			exec.WorkDir = filepath.Join(coord.DataDir, "work")
+			if exec.DefaultImage == "" && exec.Runtime != "shell" {
+				// Steps that name no image (the demo's) run in busybox,
+				// made from the host's: no registry is needed for a first try.
+				images := filepath.Join(coord.DataDir, "images")
+				if err := os.MkdirAll(images, 0o755); err != nil {
+					return exitf(exitSystem, "%v", err)
+				}
+				ref, err := ensureDemoImage(images)
+				if err != nil {
+					log.Warn("no default image for steps that name none", "error", err)
+				} else {
+					exec.DefaultImage = ref
+					exec.LocalImages = append(exec.LocalImages, images)
+				}
+			}
 			execSigs := make(chan os.Signal, 2)
 			execCtx, stopExec := context.WithCancel(cmd.Context())
 			defer stopExec()
 			execDone := make(chan error, 1)
+			chosen := make(chan string, 1)
 			go func() {
 				execDone <- runExecutor(execCtx, log.With("component", "executor"), exec,
-					api.NewClient(url, executorToken), execSigs)
+					api.NewClient(url, executorToken), execSigs, func(rt string) { chosen <- rt })
 			}()
+			var runtimeName string
+			select {
+			case runtimeName = <-chosen:
+			case err := <-execDone:
+				stopCoord()
+				<-coordDone
+				return err
+			}
+			if exec.Runtime == "auto" {
+				runtimeName += " (the strongest this host can run)"
+			}
 
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "\nAirlock is up.\n  URL:          %s\n  client token: %s\n  data dir:     %s\n  runtime:      %s\n\n",
-				url, clientToken, coord.DataDir, exec.Runtime)
+				url, clientToken, coord.DataDir, runtimeName)
 			fmt.Fprintf(out, "Submit a job from another terminal:\n  airlock submit examples/hello.yaml --follow\n\nCtrl-C stops.\n\n")
 
 			demoErr := make(chan error, 1)

@@ -218,13 +218,18 @@ func TestKeepAlive(t *testing.T) {
 		wg.Wait()
 	}
 	burst()
-	after := conns.Load()
-	burst()
 	// A few may be dialled while finished requests' connections are still on
-	// their way back to the pool; with Go's default of 2 idle connections
-	// per host it would be about 30.
-	if n := conns.Load() - after; n > 8 {
-		t.Errorf("a second burst of 32 opened %d new connections, want almost none (idle pool too small)", n)
+	// their way back to the pool (more on a loaded machine, so the best of
+	// three bursts counts); with Go's default of 2 idle connections per host
+	// every burst would open about 30.
+	best := int64(1 << 30)
+	for range 3 {
+		before := conns.Load()
+		burst()
+		best = min(best, conns.Load()-before)
+	}
+	if best > 8 {
+		t.Errorf("bursts of 32 after the first opened at least %d new connections each, want almost none (idle pool too small)", best)
 	}
 }
 

@@ -16,6 +16,19 @@ package image
 // job's writes need not survive a host crash (the janitor removes them), and
 // without it every unmount syncs the upper file system: measured here,
 // unmounting after an 8 MB write took ≈ 27 ms without volatile, ≈ 3 ms with.
+//
+// A container in a user namespace sees a file owned by host ID h as owned by
+// h minus the namespace's base ID, and a file of host root as nobody's — the
+// cache's files are host root's. An overlayfs mount cannot itself be
+// ID-mapped, but its layers can (Linux 5.19), as containerd does for user
+// namespaces: with MountOpts.IDMap, MountLayers clones each lower layer's
+// directory as a read-only ID-mapped mount (dir/lower/N), stacks the overlay
+// on those clones, and gives the upper layer and work directory to the
+// container's root (MountOpts.UID, GID); through the overlay, the image's
+// files then keep their owners inside the container, and the cache keeps
+// its own. Overlayfs holds private clones of its layers' mounts, so the
+// ID-mapped mounts are detached again as soon as the overlay is mounted;
+// only a process that dies in between leaves them, for Unmount.
 
 import (
 	"bytes"
@@ -24,6 +37,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +50,19 @@ type Layer struct {
 	Upper  string // where the job's writes land
 }
 
+// MountOpts configure MountLayers.
+type MountOpts struct {
+	// IDMap, when set, mounts the directory src on the existing directory
+	// dst, read-only and ID-mapped into the container's user namespace
+	// (mount_setattr(2), MOUNT_ATTR_IDMAP). Every lower layer is given to
+	// overlayfs through such a mount; see the file comment.
+	IDMap func(src, dst string) error
+	// UID and GID own the upper layer's root, which is the root directory
+	// of the file system, and the work directory: with IDMap, the host IDs
+	// of the container's root.
+	UID, GID int
+}
+
 // Mount makes a copy-on-write root file system for img in dir, which must
 // not exist yet (its parent is created if needed): dir/rootfs is the mount,
 // dir/upper and dir/work belong to overlayfs. It needs root (or
@@ -43,8 +70,21 @@ type Layer struct {
 // and nothing is left behind. Keep img leased until the Layer is unmounted.
 // Name dir after the job attempt so a janitor can find it (see Unmount).
 func Mount(ctx context.Context, img *Image, dir string) (*Layer, error) {
+	l, err := MountLayers(ctx, img.Layers, dir, MountOpts{})
+	if err != nil {
+		return nil, fmt.Errorf("mounting image %s: %w", img.Digest, err)
+	}
+	return l, nil
+}
+
+// MountLayers is Mount for layer directories (bottom first, as in
+// Image.Layers), which it never writes to, with opts.
+func MountLayers(ctx context.Context, layers []string, dir string, opts MountOpts) (*Layer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
+	}
+	if len(layers) == 0 {
+		return nil, errors.New("no layers to mount")
 	}
 	l := &Layer{
 		Dir:    dir,
@@ -53,41 +93,98 @@ func Mount(ctx context.Context, img *Image, dir string) (*Layer, error) {
 	}
 	work := filepath.Join(dir, "work")
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
-		return nil, fmt.Errorf("mounting image %s: %w", img.Digest, err)
+		return nil, err
 	}
 	if err := os.Mkdir(dir, 0o711); err != nil {
-		return nil, fmt.Errorf("mounting image %s: %w", img.Digest, err)
+		return nil, err
 	}
 	err := func() error {
 		// The upper directory's root is the root of the file system.
 		for _, d := range []struct {
-			path string
-			mode os.FileMode
-		}{{l.Upper, 0o755}, {work, 0o700}, {l.Rootfs, 0o755}} {
+			path  string
+			mode  os.FileMode
+			owned bool
+		}{{l.Upper, 0o755, true}, {work, 0o700, true}, {l.Rootfs, 0o755, false}} {
 			if err := os.Mkdir(d.path, d.mode); err != nil {
 				return err
 			}
 			if err := os.Chmod(d.path, d.mode); err != nil {
 				return err
 			}
+			if d.owned && (opts.UID != 0 || opts.GID != 0) {
+				if err := os.Chown(d.path, opts.UID, opts.GID); err != nil {
+					return err
+				}
+			}
 		}
-		return mountOverlay(lowerDirs(img.Layers), l.Upper, work, l.Rootfs)
+		lowers := lowerDirs(layers)
+		if opts.IDMap == nil {
+			return mountOverlay(lowers, l.Upper, work, l.Rootfs)
+		}
+		mapped, err := idmapLayers(lowers, filepath.Join(dir, "lower"), opts.IDMap)
+		if err == nil {
+			err = mountOverlay(mapped, l.Upper, work, l.Rootfs)
+		}
+		// Mounted or not, the overlay needs the ID-mapped mounts no more.
+		return errors.Join(err, detachLayers(filepath.Join(dir, "lower")))
 	}()
 	if err != nil {
-		if rerr := os.RemoveAll(dir); rerr != nil {
-			err = errors.Join(err, rerr)
+		if uerr := Unmount(dir); uerr != nil {
+			err = errors.Join(err, uerr)
 		}
-		return nil, fmt.Errorf("mounting image %s: %w", img.Digest, err)
+		return nil, err
 	}
 	return l, nil
+}
+
+// idmapLayers mounts each of lowers ID-mapped on dir/N and returns those
+// mount points, in the same order.
+func idmapLayers(lowers []string, dir string, idmap func(src, dst string) error) ([]string, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
+	mapped := make([]string, len(lowers))
+	for i, src := range lowers {
+		mapped[i] = filepath.Join(dir, strconv.Itoa(i))
+		if err := os.Mkdir(mapped[i], 0o700); err != nil {
+			return nil, err
+		}
+		if err := idmap(src, mapped[i]); err != nil {
+			return nil, fmt.Errorf("ID-mapping layer %s: %w", src, err)
+		}
+	}
+	return mapped, nil
+}
+
+// detachLayers unmounts the ID-mapped layers under dir (dir/N) and removes
+// them; a missing dir is fine. Nothing is removed while still mounted.
+func detachLayers(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			return fmt.Errorf("unmounting the ID-mapped layer %s: %w", p, err)
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return os.Remove(dir)
 }
 
 // Unmount unmounts the layer and removes its directory with the job's
 // writes.
 func (l *Layer) Unmount() error { return Unmount(l.Dir) }
 
-// Unmount unmounts dir/rootfs if it is mounted and removes dir; dir is a
-// directory Mount made, possibly by an earlier process (a janitor removes
+// Unmount unmounts dir/rootfs if it is mounted, and any ID-mapped layer
+// left under dir, and removes dir; dir is a directory Mount or MountLayers
+// made, possibly by an earlier process (a janitor removes
 // leftovers with it). A mount still in use is detached lazily. dir is not
 // removed when unmounting fails, so nothing is deleted through a live mount.
 func Unmount(dir string) error {
@@ -103,6 +200,9 @@ func Unmount(dir string) error {
 		if err != nil {
 			return fmt.Errorf("unmounting %s: %w", rootfs, err)
 		}
+	}
+	if err := detachLayers(filepath.Join(dir, "lower")); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("removing layer %s: %w", dir, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -239,5 +240,136 @@ func BenchmarkMount(b *testing.B) {
 		if err := l.Unmount(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// bindReadOnly mounts src on dst read-only: MountLayers' IDMap hook without
+// the mapping, which the container runtimes' tests cover.
+func bindReadOnly(src, dst string) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return err
+	}
+	return unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+}
+
+// mountsUnder lists the mount points under dir.
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mps []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mps = append(mps, f[4])
+		}
+	}
+	return mps
+}
+
+func TestMountLayersThroughTheIDMapHook(t *testing.T) {
+	requireOverlay(t)
+	root := t.TempDir()
+	var layers []string
+	for i, files := range []map[string]string{{"a": "bottom", "b": "bottom"}, {"b": "top"}} {
+		l := filepath.Join(root, fmt.Sprintf("layer%d", i))
+		if err := os.Mkdir(l, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for name, body := range files {
+			if err := os.WriteFile(filepath.Join(l, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		layers = append(layers, l)
+	}
+	before := fingerprint(t, root)
+
+	t.Run("mounted", func(t *testing.T) {
+		var mapped []string
+		hook := func(src, dst string) error {
+			mapped = append(mapped, src)
+			return bindReadOnly(src, dst)
+		}
+		dir := filepath.Join(t.TempDir(), "airlock-7-1")
+		l, err := MountLayers(context.Background(), layers, dir, MountOpts{IDMap: hook, UID: 4242, GID: 4343})
+		if err != nil {
+			t.Fatalf("MountLayers: %v", err)
+		}
+		if want := []string{layers[1], layers[0]}; strings.Join(mapped, ",") != strings.Join(want, ",") {
+			t.Errorf("the hook mapped %q, want every layer, top first: %q", mapped, want)
+		}
+		// The ID-mapped mounts are detached once the overlay holds them.
+		if got := mountsUnder(t, dir); len(got) != 1 || got[0] != l.Rootfs {
+			t.Errorf("mounted under the layer: %q, want only %s", got, l.Rootfs)
+		}
+		for name, want := range map[string]string{"a": "bottom", "b": "top"} {
+			if b, err := os.ReadFile(filepath.Join(l.Rootfs, name)); err != nil || string(b) != want {
+				t.Errorf("%s = %q, %v; want %q", name, b, err, want)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(l.Rootfs, "a"), []byte("job"), 0o644); err != nil {
+			t.Errorf("writing through the overlay: %v", err)
+		}
+		if st := lstat(t, l.Rootfs); st.Uid != 4242 || st.Gid != 4343 {
+			t.Errorf("the root directory is %d:%d, want the container root's 4242:4343", st.Uid, st.Gid)
+		}
+		if err := l.Unmount(); err != nil {
+			t.Fatalf("Unmount: %v", err)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s not removed: %v", dir, err)
+		}
+	})
+
+	t.Run("the hook fails", func(t *testing.T) {
+		calls := 0
+		hook := func(src, dst string) error {
+			if calls++; calls == 2 {
+				return errors.New("no mapping today")
+			}
+			return bindReadOnly(src, dst)
+		}
+		dir := filepath.Join(t.TempDir(), "airlock-7-2")
+		_, err := MountLayers(context.Background(), layers, dir, MountOpts{IDMap: hook})
+		if err == nil || !strings.Contains(err.Error(), layers[0]) || !strings.Contains(err.Error(), "no mapping today") {
+			t.Errorf("MountLayers = %v, want the hook's error naming the layer", err)
+		}
+		if got := mountsUnder(t, filepath.Dir(dir)); len(got) > 0 {
+			t.Errorf("mounted after a failed MountLayers: %q", got)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("a failed MountLayers left %s: %v", dir, err)
+		}
+	})
+
+	t.Run("a crash left mapped layers", func(t *testing.T) {
+		// A process that died between mapping the layers and mounting the
+		// overlay leaves dir/lower/N mounted; Unmount, the janitors' tool,
+		// detaches them before removing anything.
+		dir := filepath.Join(t.TempDir(), "airlock-7-3")
+		for i, l := range layers {
+			mp := filepath.Join(dir, "lower", fmt.Sprint(i))
+			if err := os.MkdirAll(mp, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := bindReadOnly(l, mp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := Unmount(dir); err != nil {
+			t.Fatalf("Unmount: %v", err)
+		}
+		if got := mountsUnder(t, dir); len(got) > 0 {
+			t.Errorf("mounted after Unmount: %q", got)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s not removed: %v", dir, err)
+		}
+	})
+
+	if got := fingerprint(t, root); got != before {
+		t.Errorf("the layers changed:\nbefore:\n%s\nafter:\n%s", before, got)
 	}
 }

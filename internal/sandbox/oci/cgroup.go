@@ -307,6 +307,48 @@ func (w *oomWatch) close() {
 	}
 }
 
+// pidsDir returns the directory of cgroup rel in the hierarchy that has the
+// pids controller.
+func (h *cgroupHost) pidsDir(rel string) string {
+	if h.v2 {
+		return filepath.Join(h.v2Root, rel)
+	}
+	return filepath.Join(h.v1["pids"], rel)
+}
+
+// pidsExhausted reports whether the tasks of the step cgroup dir (a
+// directory) reached the pids limit of the attempt's cgroup rel: its
+// pids.peak is at the limit or, where there is no pids.peak, a fork in it
+// failed.
+func (h *cgroupHost) pidsExhausted(dir, rel string) bool {
+	if dir == "" {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(h.pidsDir(rel), "pids.max"))
+	if err != nil {
+		return false
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return false // "max"
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "pids.peak")); err == nil {
+		peak, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return err == nil && peak >= limit
+	}
+	b, err = os.ReadFile(filepath.Join(dir, "pids.events"))
+	if err != nil {
+		return false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "max "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return err == nil && n > 0
+		}
+	}
+	return false
+}
+
 // children lists the names of the cgroups directly below rel in any
 // hierarchy.
 func (h *cgroupHost) children(rel string) []string {

@@ -1,12 +1,16 @@
 package oci
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/airlock-run/airlock/internal/image"
 )
 
 // Item is one thing the runtime needs from the host, and whether it has it.
@@ -35,6 +39,7 @@ type hostInfo struct {
 	init     string
 	cg       *cgroupHost
 	cgParent string
+	platform string // runsc only
 	ids      *idMap
 	userns   *os.File
 }
@@ -56,9 +61,17 @@ func (h *hostInfo) add(name string, err error, detail string) {
 // probe finds what the runtime needs; its error lists every missing item.
 func probe(opts Options) (*hostInfo, error) {
 	h := &hostInfo{}
-	h.add("OCI runtime", h.findBinary(opts.Binary), "")
+	if opts.Runsc != nil {
+		h.add("runsc", h.findRunsc(opts.Binary), "")
+	} else {
+		h.add("OCI runtime", h.findBinary(opts.Binary), "")
+	}
 	if len(h.items) > 0 && h.items[0].OK {
 		h.items[0].Detail = fmt.Sprintf("%s (%s)", h.binary, h.version)
+	}
+	if opts.Runsc != nil {
+		h.platform = cmp.Or(opts.Runsc.Platform, DefaultRunscPlatform)
+		h.add("gVisor platform", checkRunscPlatform(h.platform), h.platform)
 	}
 	h.add("container init", h.findInit(opts.Init), h.init)
 
@@ -90,7 +103,7 @@ func probe(opts Options) (*hostInfo, error) {
 	} else {
 		h.add("user namespace", h.userNamespace(opts.IDBase), "")
 		if h.ids != nil {
-			h.items[len(h.items)-1].Detail = fmt.Sprintf("container IDs 0-%d are host IDs %d-%d; ID-mapped mounts work",
+			h.items[len(h.items)-1].Detail = fmt.Sprintf("container IDs 0-%d are host IDs %d-%d; ID-mapped mounts and overlays over ID-mapped layers work",
 				h.ids.size-1, h.ids.base, h.ids.base+h.ids.size-1)
 		}
 	}
@@ -158,6 +171,35 @@ func (h *hostInfo) findBinary(name string) error {
 	return nil
 }
 
+// findRunsc finds gVisor's runsc: name is "" (runsc in PATH) or a path. It
+// must be statically linked (runsc re-executes itself in an empty chroot)
+// and know every flag the runtime passes.
+func (h *hostInfo) findRunsc(name string) error {
+	path, err := exec.LookPath(cmp.Or(name, "runsc"))
+	if err != nil {
+		return fmt.Errorf("%s not found (build a static runsc; see the gvisor package doc): %w", cmp.Or(name, "runsc in PATH"), err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command(abs, "--version").Output()
+	if err != nil {
+		return fmt.Errorf("%s --version: %w", abs, err)
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	if !strings.HasPrefix(first, "runsc ") {
+		return fmt.Errorf("%s is not runsc: %q", abs, first)
+	}
+	h.binary, h.version, h.flavor = abs, strings.TrimSpace(first), "runsc"
+	if static, err := isStatic(abs); err != nil {
+		return fmt.Errorf("reading %s: %w", abs, err)
+	} else if !static {
+		return fmt.Errorf("%s is dynamically linked; runsc must be built with CGO_ENABLED=0 (it re-executes itself in an empty chroot)", abs)
+	}
+	return checkRunscFlags(abs)
+}
+
 func (h *hostInfo) findInit(path string) error {
 	if path == "" {
 		self, err := os.Executable()
@@ -211,6 +253,19 @@ func (h *hostInfo) userNamespace(base uint32) error {
 	if err := unmountAll(dst); err != nil {
 		ns.Close()
 		return err
+	}
+	// Images' root filesystems are overlays over ID-mapped layers (mount.go).
+	l, err := image.MountLayers(context.Background(), []string{src}, filepath.Join(tmp, "overlay"), image.MountOpts{
+		IDMap: func(src, dst string) error { return idmapMount(src, dst, ns, true) },
+		UID:   int(base),
+		GID:   int(base),
+	})
+	if err == nil {
+		err = l.Unmount()
+	}
+	if err != nil {
+		ns.Close()
+		return fmt.Errorf("overlayfs over ID-mapped layers (Linux 5.19+), for images' root filesystems, does not work here: %w", err)
 	}
 	h.ids, h.userns = &m, ns
 	return nil

@@ -14,15 +14,19 @@ import (
 
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/hostfs"
 	"github.com/airlock-run/airlock/internal/sandbox/oci"
+	"github.com/airlock-run/airlock/internal/sandbox/oci/ocitest"
 )
 
 // crashHelperEnv, when set, makes the test binary an executor that opens a
 // sandbox, starts a step and waits to be killed. Its value is a crashConfig.
 const crashHelperEnv = "AIRLOCK_OCI_CRASH_HELPER"
 
+// crashConfig configures the crash helper: its runtime, and the image its
+// step runs in, Image in the cache directory Images (ocitest.ImageCache).
 type crashConfig struct {
-	Root, Binary, Init, CgroupParent, RootFS, Name string
+	Root, Binary, Init, CgroupParent, Images, Image, Name string
 }
 
 func crashHelper() {
@@ -31,7 +35,12 @@ func crashHelper() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	rt, err := oci.New(oci.Options{Root: c.Root, Binary: c.Binary, Init: c.Init, CgroupParent: c.CgroupParent, Images: oci.DirImage(c.RootFS)})
+	images, _, err := ocitest.OpenImages(c.Images)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	rt, err := oci.New(oci.Options{Root: c.Root, Binary: c.Binary, Init: c.Init, CgroupParent: c.CgroupParent, Images: images.ImageFunc()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -41,7 +50,12 @@ func crashHelper() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	_, err = sb.Run(context.Background(), sandbox.Step{Run: "sleep 1000 & echo ready; wait", Stdout: os.Stdout})
+	// As the executor does: pull the image for the attempt, then run.
+	if _, err := images.Pull(context.Background(), c.Name, c.Image, ""); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	_, err = sb.Run(context.Background(), sandbox.Step{Image: c.Image, Run: "sleep 1000 & echo ready; wait", Stdout: os.Stdout})
 	fmt.Fprintln(os.Stderr, "the step ended before the helper was killed:", err)
 	os.Exit(2)
 }
@@ -66,9 +80,10 @@ func TestRemoveLeftoversAfterExecutorCrash(t *testing.T) {
 			t.Parallel()
 			opts := options(t, binary)
 			const stale = "crashed-1"
+			cache := ocitest.NewImageCache(t, tmpRoot)
 			cfg, err := json.Marshal(crashConfig{
 				Root: opts.Root, Binary: binary, Init: opts.Init, CgroupParent: opts.CgroupParent,
-				RootFS: busyboxRootfs(t), Name: stale,
+				Images: cache.Dir, Image: cache.Root, Name: stale,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -103,6 +118,11 @@ func TestRemoveLeftoversAfterExecutorCrash(t *testing.T) {
 				t.Fatalf("no process left in %s after the crash: nothing for the janitor to do", cg)
 			}
 
+			// Its step's overlay stays mounted too.
+			if mps, _ := hostfs.MountsUnder(filepath.Join(opts.Root, stale, "images")); len(mps) == 0 {
+				t.Fatalf("no image overlay mounted for the crashed attempt: nothing for the janitor to do")
+			}
+
 			// The restarted executor.
 			rt := newRuntime(t, opts)
 			open := open(t, rt, job.Resources{})
@@ -130,6 +150,7 @@ func TestRemoveLeftoversAfterExecutorCrash(t *testing.T) {
 				t.Errorf("an open sandbox after RemoveLeftovers: Result %+v, output %q", res, out)
 			}
 			// The leftovers check of newRuntime covers mounts and cgroups.
+			cache.CheckUnchanged(t)
 		})
 	}
 }

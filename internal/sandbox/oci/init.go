@@ -40,10 +40,14 @@
 package oci
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -92,6 +96,15 @@ func containerInit(args []string) int {
 	report := func(format string, a ...any) {
 		_, _ = fmt.Fprintf(out, format+"\n", a...)
 	}
+	if len(args) > 0 {
+		if v, ok := strings.CutPrefix(args[0], pidsMaxArg); ok {
+			if err := limitPids(v); err != nil {
+				report("error setting the pids limit in the sandbox: %v", err)
+				return 127
+			}
+			args = args[1:]
+		}
+	}
 	if len(args) == 0 {
 		report("error the init was given no command")
 		return 127
@@ -136,6 +149,35 @@ func containerInit(args []string) int {
 		}
 	}
 	return 127 // unreachable: sigs is never closed
+}
+
+// pidsMaxArg, as the init's first argument with a number appended, makes it
+// set its own cgroup's pids.max before it starts the step. Under runsc the
+// host's pids limit counts the sandbox's host tasks, and a step reaching it
+// would take the sentry down with it; the limit on the step's processes is
+// enforced by the sentry's cgroups instead (see runsc.go).
+const pidsMaxArg = "--airlock-pids-max="
+
+// limitPids writes max to the pids.max of this process's pids cgroup, which
+// /sys/fs/cgroup/pids shows either whole or from that cgroup down (gVisor
+// mounts a container's own cgroup there).
+func limitPids(max string) error {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || !slices.Contains(strings.Split(f[1], ","), "pids") {
+			continue
+		}
+		file := filepath.Join("/sys/fs/cgroup/pids", f[2], "pids.max")
+		if _, err := os.Stat(file); err != nil {
+			file = "/sys/fs/cgroup/pids/pids.max"
+		}
+		return os.WriteFile(file, []byte(max), 0)
+	}
+	return errors.New("no pids cgroup in /proc/self/cgroup")
 }
 
 // hideCgroup2AndExec execs args[0] with args in a mount namespace without

@@ -17,17 +17,32 @@ import (
 
 // TestStepLatency measures a trivial step through Run and through the raw
 // runtime on the same bundle. It only runs when AIRLOCK_OCI_LATENCY is set
-// (it times, and so must not run beside other tests):
+// (it times, and so must not run beside other tests); with AIRLOCK_RUNSC set
+// to a runsc, gVisor is measured too:
 //
-//	AIRLOCK_OCI_LATENCY=1 go test -run TestStepLatency -v ./internal/sandbox/oci
+//	AIRLOCK_OCI_LATENCY=1 AIRLOCK_RUNSC=/path/to/runsc go test -run TestStepLatency -v ./internal/sandbox/oci
 func TestStepLatency(t *testing.T) {
 	if os.Getenv("AIRLOCK_OCI_LATENCY") == "" {
 		t.Skip("set AIRLOCK_OCI_LATENCY=1 to measure step latency")
 	}
 	const n = 30
-	for _, binary := range []string{"runc", "crun"} {
+	binaries := []string{"runc", "crun"}
+	if os.Getenv("AIRLOCK_RUNSC") != "" {
+		binaries = append(binaries, "runsc")
+	}
+	for _, binary := range binaries {
 		t.Run(binary, func(t *testing.T) {
-			rt := newRuntime(t, options(t, binary))
+			var opts oci.Options
+			fdArgs := []string{"--preserve-fds", "3"}
+			if binary == "runsc" {
+				// gVisor: the same machinery with runsc (package gvisor).
+				opts = options(t, "runc")
+				opts.Binary, opts.Runsc = os.Getenv("AIRLOCK_RUNSC"), &oci.RunscOptions{}
+				fdArgs = []string{"--pass-fd", "3:3", "--pass-fd", "4:4", "--pass-fd", "5:5"}
+			} else {
+				opts = options(t, binary)
+			}
+			rt := newRuntime(t, opts)
 			sb := open(t, rt, job.Resources{Memory: 256 << 20, Pids: 256, CPUs: 1})
 			bundle, _, cleanup, err := oci.PrepareBundle(context.Background(), sb, sandbox.Step{Run: "true"})
 			if err != nil {
@@ -66,7 +81,8 @@ func TestStepLatency(t *testing.T) {
 			raw := func(bundle string) func() error {
 				return func() error {
 					id++
-					cmd := oci.RuntimeCommand(context.Background(), sb, "run", "--bundle", bundle, "--preserve-fds", "3", fmt.Sprintf("raw-%d", id))
+					args := append(append([]string{"run", "--bundle", bundle}, fdArgs...), fmt.Sprintf("raw-%d", id))
+					cmd := oci.RuntimeCommand(context.Background(), sb, args...)
 					cmd.ExtraFiles = []*os.File{devNull, devNull, devNull}
 					if out, err := cmd.CombinedOutput(); err != nil {
 						return fmt.Errorf("%v: %s", err, out)

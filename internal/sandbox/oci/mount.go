@@ -1,4 +1,5 @@
-// Host mounts of a sandbox: ID-mapped mounts, and the workspace's disk.
+// Host mounts of a sandbox: ID-mapped mounts, image overlays, and the
+// workspace's disk.
 //
 // With a user namespace, root in the container is an unprivileged host user
 // (Options.IDBase), and a file's owner is shown inside as the host owner
@@ -9,11 +10,20 @@
 // runtime mounts the workspace a second time, ID-mapped with the container's
 // mapping, and binds that mount at /work. Through it, host root's files belong
 // to the container's root, and what the container's root creates is stored
-// as host root: executor and step see the same tree as their own. The step's
-// root filesystem is ID-mapped the same way when its filesystem allows it
-// (overlayfs does not, on the kernels seen so far; the image's files then
-// show as owned by nobody, which matters only for files without read access
-// for others).
+// as host root: executor and step see the same tree as their own.
+//
+// A step's image comes as the cached layer directories (Image.Layers), which
+// are host root's, and the runtime makes the attempt's copy-on-write root
+// filesystem over them, once per attempt and image, in images/<key>/: an
+// overlay (image.MountLayers) whose lower layers are read-only ID-mapped
+// clones of the cache's directories and whose upper layer, the root
+// directory, belongs to the container's root. An overlayfs mount cannot be
+// ID-mapped itself, but its layers can (Linux 5.19), as containerd does it
+// for user namespaces; so the image's files keep their owners in the
+// container — root's 0700 directories stay root's, a file of user 1000
+// stays 1000's — and the cache is neither written nor re-owned. A RootFS
+// directory (DirImage) is ID-mapped as a whole when its filesystem allows
+// it; else its files show as owned by nobody (with a warning).
 //
 // A mapping comes from a user namespace that the runtime creates, in a child
 // stopped by ptrace before it runs anything, once per mapping, and keeps

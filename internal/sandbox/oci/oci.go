@@ -1,6 +1,7 @@
 // Package oci is the sandbox runtime that runs each step in a fresh OCI
 // container with runc or crun: namespaces, a user namespace, seccomp and
-// cgroups, over the attempt's shared workspace.
+// cgroups, over the attempt's shared workspace. With Options.Runsc it runs
+// gVisor's runsc instead, for package gvisor; runsc.go lists what differs.
 //
 // # Isolation
 //
@@ -29,24 +30,29 @@
 // Resources of zero are not limited: the executor applies its defaults, and
 // refuses jobs that ask for more than it offers, before Open.
 //
-// Network: every step runs in a network namespace of its own holding only
-// loopback, whatever OpenParams.Network says. That is the "none" policy; the
-// "internet" policy (a veth, NAT and an egress firewall) is not implemented
-// here yet, so a job asking for it gets no network rather than an
-// unfiltered one.
+// Network (network.go): a step of a job whose policy is "none" runs in a
+// network namespace of its own holding only loopback. For the "internet"
+// policy, Options.Network makes the attempt a network namespace with its
+// egress rules, which every step joins, with /etc/resolv.conf and /etc/hosts
+// provided read-only; without Options.Network such a job gets loopback only
+// too, never an unfiltered network. Sandboxes report the policy's denials
+// with EgressDenied.
 //
 // # Steps
 //
 // A step runs `/bin/sh -c <Run>` in the image named by Step.Image, resolved
-// by Options.Images to a root filesystem directory, under the package's init
-// as PID 1 (init.go), with stdin /dev/null, its working directory /work/<Dir>
-// (created if missing; a Dir leaving the workspace is an error), and exactly
+// by Options.Images to the image's layers, over which the runtime makes the
+// attempt's copy-on-write root filesystem (mount.go), or to a root
+// filesystem directory; under the package's init as PID 1 (init.go), with
+// stdin /dev/null, its working directory /work/<Dir> (created if missing; a
+// Dir leaving the workspace is an error), and exactly
 // this environment: Step.Env, plus HOME=/work and PATH (the image's, else
 // DefaultPath) when Step.Env does not set them. The image's other
 // variables are not added: the executor composes the step's environment. The
 // container is `<name>-s<n>`, n counting the attempt's steps from 0, run in
-// the foreground with `runc run` (or crun), the step's stdout and stderr
-// the output pipes (one pipe when both are the same writer; run.go). When Run's ctx is done, the
+// the foreground with `runc run` (or crun, or runsc), the step's stdout and
+// stderr the output pipes (one pipe when both are the same writer; run.go).
+// When Run's ctx is done, the
 // runtime sends SIGTERM to the container's init, which passes it to every
 // process of the step, waits up to Step.KillGrace, then SIGKILLs the init,
 // which takes the PID namespace and everything in it along. When the step's
@@ -58,11 +64,15 @@
 // janitor, RemoveLeftovers, deletes what it finds there. Each attempt gets
 // <Root>/<name> (mode 0711: container root must traverse it to reach its
 // mounts), holding work/ (the workspace, WorkDir), idwork/ (its ID-mapped
-// mount, bound at /work), disk.img (with a disk limit), state/ (the OCI
-// runtime's --root) and steps/<n>/ (each step's bundle, removed after the
-// step), and the cgroup <CgroupParent>/<name>. Close kills and deletes any
-// container left in state/, removes the cgroup in every hierarchy, unmounts
-// everything under <Root>/<name>, and deletes it.
+// mount, bound at /work), disk.img (with a disk limit), images/<key>/ (the
+// overlay of each image the steps used: rootfs/, upper/, work/), state/ (the
+// OCI runtime's --root), steps/<n>/ (each step's bundle, removed after the
+// step) and, with a network, resolv.conf and hosts; and the cgroup
+// <CgroupParent>/<name>. Close kills and deletes any container left in
+// state/, removes the cgroup in every hierarchy, unmounts everything under
+// <Root>/<name>, deletes it, and closes the attempt's network. The janitor
+// leaves alone the runtime's own entries of Root, whose names start with a
+// dot (.init, and runsc's .runsc).
 package oci
 
 import (
@@ -83,7 +93,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
 	"github.com/airlock-run/airlock/internal/sandbox/hostfs"
 )
@@ -106,14 +115,24 @@ const (
 )
 
 // Image is the root filesystem a step runs in, and what the runtime takes
-// from its image's config.
+// from its image's config. Exactly one of Layers and RootFS is set.
 type Image struct {
-	// RootFS is the directory holding the root filesystem: the attempt's
-	// copy-on-write layer over the image, never the shared image cache. The
-	// runtime creates missing mount points (/proc, /sys, /dev, /tmp, /work)
-	// in it; steps see it read-only. Every directory on its path must be
-	// searchable by others (mode o+x): the OCI runtime reaches it from the
-	// container's user namespace.
+	// Layers are the image's unpacked layer directories, bottom first, in a
+	// shared cache that nothing may write to. The runtime makes the
+	// attempt's copy-on-write root filesystem over them, once per attempt
+	// and image: an overlay whose lower layers are ID-mapped into the
+	// containers' user namespace, so that the image's files keep their
+	// owners inside (see mount.go). Keep the layers from being removed
+	// (the image leased) until the sandbox is closed.
+	Layers []string
+	// RootFS is a directory holding a root filesystem, used as it is (for
+	// tests and development): never a shared image, since the runtime
+	// creates missing mount points (/proc, /sys, /dev, /tmp, /work) in it.
+	// Steps see it read-only. With a user namespace, the runtime ID-maps it
+	// when its filesystem allows that; else its files show as owned by
+	// nobody. Every directory on its path must be searchable by others
+	// (mode o+x): the OCI runtime reaches it from the containers' user
+	// namespace.
 	RootFS string
 	// User is the image config's User: "", "uid", "uid:gid", "name" or
 	// "name:group", names looked up in RootFS's /etc/passwd and /etc/group.
@@ -124,14 +143,13 @@ type Image struct {
 }
 
 // ImageFunc resolves a step's image reference for the attempt called
-// sandbox (OpenParams.Name), typically by pulling it into a cache and
-// preparing the attempt's copy-on-write layer over it. The runtime calls it
-// once per step.
+// sandbox (OpenParams.Name), typically by pulling it into a cache (once per
+// attempt) and giving its layers. The runtime calls it once per step.
 type ImageFunc func(ctx context.Context, sandbox, ref string) (Image, error)
 
 // DirImage returns an ImageFunc that gives every reference the root
-// filesystem dir, as root, with no environment: for tests and development,
-// until images are pulled.
+// filesystem dir (Image.RootFS), as root, with no environment: for tests and
+// development.
 func DirImage(dir string) ImageFunc {
 	return func(context.Context, string, string) (Image, error) { return Image{RootFS: dir}, nil }
 }
@@ -143,7 +161,7 @@ type Options struct {
 	// belongs to the runtime: RemoveLeftovers deletes what it finds there.
 	Root string
 	// Binary is the OCI runtime: "runc", "crun", or a path to either. ""
-	// means crun if it is in PATH, else runc.
+	// means crun if it is in PATH, else runc. With Runsc, it is runsc.
 	Binary string
 	// Images resolves step images. Required.
 	Images ImageFunc
@@ -163,15 +181,26 @@ type Options struct {
 	// and no_new_privs. For hosts without user namespaces or ID-mapped
 	// mounts; never chosen by the runtime itself.
 	NoUserNamespace bool
+	// Network makes the network of each attempt whose policy is "internet"
+	// (see network.go). Nil gives every step loopback only, whatever its
+	// policy.
+	Network NetworkFunc
+	// Runsc, when set, makes this a gVisor runtime: Binary is runsc ("" is
+	// runsc in PATH) and every step runs in a gVisor sandbox (runsc.go).
+	// Package gvisor sets it.
+	Runsc *RunscOptions
 	// Logger receives the runtime's warnings; nil discards them.
 	Logger *slog.Logger
 }
 
 // Runtime runs steps in OCI containers. It is safe for concurrent use.
 type Runtime struct {
+	name     string // Name, or "gvisor" with runsc
 	root     string
 	binary   string // absolute path
-	flavor   string // "runc" or "crun"
+	flavor   string // "runc", "crun" or "runsc"
+	runsc    *runscFlavor
+	network  NetworkFunc
 	version  string // the binary's first --version line
 	hide     bool   // run the binary through the cgroup2-hiding wrapper
 	self     string // this executable, for the wrapper
@@ -199,26 +228,41 @@ var _ sandbox.Runtime = (*Runtime)(nil)
 // New checks that this host can run the runtime (see Check), and returns it.
 // The error lists everything missing.
 func New(opts Options) (*Runtime, error) {
+	name := Name
+	if opts.Runsc != nil {
+		name = "gvisor"
+	}
+	r, err := newRuntime(name, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s runtime: %w", name, err)
+	}
+	return r, nil
+}
+
+func newRuntime(name string, opts Options) (*Runtime, error) {
 	if opts.Root == "" {
-		return nil, errors.New("oci runtime: Root is required")
+		return nil, errors.New("no Root is configured")
 	}
 	if opts.Images == nil {
-		return nil, errors.New("oci runtime: Images is required (no image source is configured)")
+		return nil, errors.New("no Images function is configured (no image source)")
 	}
 	root, err := filepath.Abs(opts.Root)
 	if err != nil {
-		return nil, fmt.Errorf("oci runtime: resolving root %q: %w", opts.Root, err)
+		return nil, fmt.Errorf("resolving root %q: %w", opts.Root, err)
 	}
 	if root == "/" {
-		return nil, errors.New("oci runtime: Root must not be /")
+		return nil, errors.New("the Root must not be /")
 	}
 	host, err := probe(opts)
 	if err != nil {
-		return nil, fmt.Errorf("oci runtime: %w", err)
+		return nil, err
+	}
+	fail := func(err error) (*Runtime, error) {
+		host.close()
+		return nil, err
 	}
 	if err := os.MkdirAll(root, 0o711); err != nil {
-		host.close()
-		return nil, fmt.Errorf("oci runtime: creating root: %w", err)
+		return fail(fmt.Errorf("creating root: %w", err))
 	}
 	if root, err = filepath.EvalSymlinks(root); err == nil {
 		err = os.Chmod(root, 0o711)
@@ -227,15 +271,16 @@ func New(opts Options) (*Runtime, error) {
 		err = searchable(filepath.Dir(root))
 	}
 	if err != nil {
-		host.close()
-		return nil, fmt.Errorf("oci runtime: preparing root %q: %w", opts.Root, err)
+		return fail(fmt.Errorf("preparing root %q: %w", opts.Root, err))
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Runtime{
+		name:     name,
 		root:     root,
+		network:  opts.Network,
 		binary:   host.binary,
 		flavor:   host.flavor,
 		version:  host.version,
@@ -249,19 +294,26 @@ func New(opts Options) (*Runtime, error) {
 		busy:     make(map[string]bool),
 		swapped:  make(map[[2]uint32]*os.File),
 	}
+	if opts.Runsc != nil {
+		r.runsc = &runscFlavor{platform: host.platform, sharedRoot: filepath.Join(root, runscSharedRoot)}
+		err := os.MkdirAll(r.runsc.sharedRoot, 0o700)
+		if err == nil {
+			err = pinNullNetns(filepath.Join(r.runsc.sharedRoot, "null-netns"))
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
 	if r.hide {
 		if r.self, err = os.Executable(); err != nil {
-			host.close()
-			return nil, fmt.Errorf("oci runtime: finding this executable: %w", err)
+			return fail(fmt.Errorf("finding this executable: %w", err))
 		}
 	}
 	if r.seccomp, err = seccompFor(capabilities); err != nil {
-		host.close()
-		return nil, fmt.Errorf("oci runtime: %w", err)
+		return fail(err)
 	}
 	if r.init, err = installInit(host.init, filepath.Join(root, ".init")); err != nil {
-		host.close()
-		return nil, fmt.Errorf("oci runtime: %w", err)
+		return fail(err)
 	}
 	return r, nil
 }
@@ -302,8 +354,8 @@ func installInit(src, dir string) (string, error) {
 	return dst, nil
 }
 
-// Name returns "oci".
-func (r *Runtime) Name() string { return Name }
+// Name returns "oci", or "gvisor" when it runs runsc.
+func (r *Runtime) Name() string { return r.name }
 
 // Root returns the runtime's canonical root directory.
 func (r *Runtime) Root() string { return r.root }
@@ -324,16 +376,15 @@ func (r *Runtime) Open(ctx context.Context, p sandbox.OpenParams) (sandbox.Sandb
 	if !r.claim(p.Name) {
 		return nil, fmt.Errorf("opening sandbox %q: it is already in use", p.Name)
 	}
-	if p.Network != job.NetworkNone {
-		r.netWarn.Do(func() {
-			r.log.Warn("the oci runtime does not implement egress policies yet: every step runs without network",
-				"runtime", Name, "network", string(p.Network))
-		})
-	}
 	b, err := r.open(ctx, p)
 	if err != nil {
 		if rerr := r.remove(context.WithoutCancel(ctx), p.Name); rerr != nil {
 			r.log.Warn("cleaning up after a failed open", "sandbox", p.Name, "error", rerr)
+		}
+		if b != nil && b.net != nil {
+			if cerr := b.net.Close(context.WithoutCancel(ctx)); cerr != nil {
+				r.log.Warn("closing the network after a failed open", "sandbox", p.Name, "error", cerr)
+			}
 		}
 		r.release(p.Name)
 		return nil, fmt.Errorf("opening sandbox %q: %w", p.Name, err)
@@ -368,27 +419,40 @@ func (r *Runtime) open(ctx context.Context, p sandbox.OpenParams) (*box, error) 
 			return nil, err
 		}
 	}
+	// From here on, a failed open returns b: Open closes its network.
+	var err error
+	if b.net, err = r.openNetwork(ctx, p.Name, p.Network); err != nil {
+		return nil, err
+	}
+	if b.net != nil {
+		if err := writeNetworkFiles(dir, b.net.Nameservers()); err != nil {
+			return b, err
+		}
+	}
 	if p.Resources.Disk > 0 {
 		if err := mountDisk(ctx, filepath.Join(dir, "disk.img"), b.work, int64(p.Resources.Disk)); err != nil {
-			return nil, err
+			return b, err
 		}
 	}
 	b.bind = b.work
 	if r.ids != nil {
 		b.bind = filepath.Join(dir, "idwork")
 		if err := os.Mkdir(b.bind, 0o755); err != nil {
-			return nil, fmt.Errorf("creating %s: %w", b.bind, err)
+			return b, fmt.Errorf("creating %s: %w", b.bind, err)
 		}
 		if err := idmapMount(b.work, b.bind, r.userns, false); err != nil {
-			return nil, fmt.Errorf("mapping the workspace into the user namespace: %w", err)
+			return b, fmt.Errorf("mapping the workspace into the user namespace: %w", err)
 		}
 	}
-	if err := r.cg.create(r.cgroup(p.Name), p.Resources); err != nil {
-		return nil, fmt.Errorf("creating the attempt's cgroup: %w", err)
+	limits := p.Resources
+	if r.runsc != nil && limits.Pids > 0 {
+		limits.Pids = runscHostPids(limits.Pids)
 	}
-	var err error
+	if err := r.cg.create(r.cgroup(p.Name), limits); err != nil {
+		return b, fmt.Errorf("creating the attempt's cgroup: %w", err)
+	}
 	if b.oom, err = r.cg.watchOOM(r.cgroup(p.Name)); err != nil {
-		return nil, err
+		return b, err
 	}
 	return b, nil
 }
@@ -479,18 +543,13 @@ func (r *Runtime) remove(ctx context.Context, name string) error {
 	dir := filepath.Join(r.root, name)
 	var errs []error
 	state := filepath.Join(dir, "state")
-	if entries, err := os.ReadDir(state); err == nil {
-		for _, e := range entries {
-			if !e.IsDir() {
-				continue
-			}
-			// SIGKILL first: delete --force of a running container would
-			// do it too, but runc 1.1 then waits for the whole cgroup.
-			_ = r.command(ctx, state, "kill", e.Name(), "KILL").Run()
-			if out, err := r.command(ctx, state, "delete", "--force", e.Name()).CombinedOutput(); err != nil {
-				if _, serr := os.Stat(filepath.Join(state, e.Name())); serr == nil {
-					errs = append(errs, fmt.Errorf("deleting container %s: %w: %s", e.Name(), err, strings.TrimSpace(string(out))))
-				}
+	for _, id := range r.containers(state) {
+		// SIGKILL first: delete --force of a running container would do it
+		// too, but runc 1.1 then waits for the whole cgroup.
+		_ = r.command(ctx, state, "kill", id, "KILL").Run()
+		if out, err := r.command(ctx, state, "delete", "--force", id).CombinedOutput(); err != nil {
+			if r.hasContainer(state, id) {
+				errs = append(errs, fmt.Errorf("deleting container %s: %w: %s", id, err, strings.TrimSpace(string(out))))
 			}
 		}
 	}
@@ -510,7 +569,11 @@ func (r *Runtime) remove(ctx context.Context, name string) error {
 
 // command returns the OCI runtime invoked with --root state and args.
 func (r *Runtime) command(ctx context.Context, state string, args ...string) *exec.Cmd {
-	args = append([]string{"--root", state}, args...)
+	pre := []string{"--root", state}
+	if r.runsc != nil {
+		pre = append(pre, r.runsc.globalArgs()...)
+	}
+	args = append(pre, args...)
 	cmd := exec.CommandContext(ctx, r.binary, args...)
 	if r.hide {
 		cmd.Path = r.self

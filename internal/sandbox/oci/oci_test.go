@@ -3,12 +3,10 @@ package oci_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +17,7 @@ import (
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
 	"github.com/airlock-run/airlock/internal/sandbox/oci"
+	"github.com/airlock-run/airlock/internal/sandbox/oci/ocitest"
 	"github.com/airlock-run/airlock/internal/sandbox/sandboxtest"
 	"github.com/airlock-run/airlock/internal/testenv"
 )
@@ -60,83 +59,22 @@ var (
 	initErr  error
 )
 
-// busyboxRootfs returns a root filesystem made of Debian's busybox-static:
-// /bin/busybox, a symlink per applet, /etc/passwd and /etc/group.
+// busyboxRootfs returns a root filesystem made of Debian's busybox-static
+// (ocitest.BusyboxRootfs).
 func busyboxRootfs(t *testing.T) string {
 	t.Helper()
-	rootfsOnce.Do(func() { rootfsDir, rootfsErr = makeRootfs(filepath.Join(tmpRoot, "rootfs")) })
+	rootfsOnce.Do(func() { rootfsDir, rootfsErr = ocitest.BusyboxRootfs(filepath.Join(tmpRoot, "rootfs")) })
 	if rootfsErr != nil {
 		testenv.Missing(t, "busybox-static (/bin/busybox, statically linked)", rootfsErr)
 	}
 	return rootfsDir
 }
 
-func makeRootfs(dir string) (string, error) {
-	src, err := exec.LookPath("busybox")
-	if err != nil {
-		return "", err
-	}
-	if out, err := exec.Command("file", "-L", src).Output(); err == nil && !bytes.Contains(out, []byte("statically linked")) {
-		return "", fmt.Errorf("%s is not statically linked", src)
-	}
-	for _, d := range []string{"bin", "etc", "tmp", "work", "proc", "sys", "dev", "home/builder"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return "", err
-		}
-	}
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), b, 0o755); err != nil {
-		return "", err
-	}
-	out, err := exec.Command(filepath.Join(dir, "bin", "busybox"), "--list").Output()
-	if err != nil {
-		return "", err
-	}
-	for _, applet := range strings.Fields(string(out)) {
-		if applet == "busybox" {
-			continue
-		}
-		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil {
-			return "", err
-		}
-	}
-	files := map[string]string{
-		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000::/home/builder:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-		"etc/group":  "root:x:0:\nbuilder:x:1000:\nwheel:x:10:builder\nnogroup:x:65534:\n",
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			return "", err
-		}
-	}
-	return dir, os.Chmod(dir, 0o755)
-}
-
-// containerInit returns the init for the runtimes under test: "" (this test
-// binary) when the test binary is static, else a static build of ociinit
-// (a race-enabled test binary is always dynamic).
+// containerInit returns the init for the runtimes under test
+// (ocitest.StaticInit).
 func containerInit(t *testing.T) string {
 	t.Helper()
-	initOnce.Do(func() {
-		self, err := os.Executable()
-		if err != nil {
-			initErr = err
-			return
-		}
-		if out, err := exec.Command("file", "-L", self).Output(); err == nil && bytes.Contains(out, []byte("statically linked")) {
-			return
-		}
-		initPath = filepath.Join(tmpRoot, "airlock-oci-init")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		cmd := exec.Command(goBin, "build", "-o", initPath, "github.com/airlock-run/airlock/internal/sandbox/oci/ociinit")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			initErr = fmt.Errorf("building a static init: %v: %s", err, out)
-		}
-	})
+	initOnce.Do(func() { initPath, initErr = ocitest.StaticInit(tmpRoot) })
 	if initErr != nil {
 		t.Fatal(initErr)
 	}
@@ -183,74 +121,17 @@ func newRuntime(t *testing.T, opts oci.Options) *oci.Runtime {
 			if err := rt.RemoveLeftovers(context.Background(), nil); err != nil {
 				t.Errorf("RemoveLeftovers: %v", err)
 			}
-		} else if left := leftovers(t, rt.Root(), opts.CgroupParent); len(left) > 0 {
-			t.Errorf("left behind after every sandbox was closed:\n%s", strings.Join(left, "\n"))
+		} else if left, err := ocitest.Leftovers(rt.Root(), opts.CgroupParent); err != nil || len(left) > 0 {
+			t.Errorf("left behind after every sandbox was closed (%v):\n%s", err, strings.Join(left, "\n"))
 		}
-		removeCgroupParent(t, opts.CgroupParent)
-		if err := os.RemoveAll(rt.Root()); err != nil {
+		if err := ocitest.RemoveCgroupParent(opts.CgroupParent); err != nil {
+			t.Error(err)
+		}
+		if err := ocitest.RemoveRoot(rt.Root()); err != nil {
 			t.Error(err)
 		}
 	})
 	return rt
-}
-
-// leftovers lists what remains of any attempt under root and the cgroup
-// parent.
-func leftovers(t *testing.T, root, cgParent string) []string {
-	t.Helper()
-	var left []string
-	entries, err := os.ReadDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() != ".init" {
-			left = append(left, "directory "+filepath.Join(root, e.Name()))
-		}
-	}
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.SplitSeq(string(mi), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], root+"/") {
-			left = append(left, "mount "+f[4])
-		}
-	}
-	for _, mnt := range cgroupMounts(t) {
-		sub, _ := os.ReadDir(filepath.Join(mnt, cgParent))
-		for _, e := range sub {
-			if e.IsDir() {
-				left = append(left, "cgroup "+filepath.Join(mnt, cgParent, e.Name()))
-			}
-		}
-	}
-	return left
-}
-
-func cgroupMounts(t *testing.T) []string {
-	t.Helper()
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mnts []string
-	for line := range strings.SplitSeq(string(mi), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if f, g := strings.Fields(pre), strings.Fields(post); ok && len(f) > 4 && len(g) > 0 && strings.HasPrefix(g[0], "cgroup") {
-			mnts = append(mnts, f[4])
-		}
-	}
-	return mnts
-}
-
-func removeCgroupParent(t *testing.T, cgParent string) {
-	t.Helper()
-	for _, mnt := range cgroupMounts(t) {
-		if err := os.Remove(filepath.Join(mnt, cgParent)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("removing cgroup parent: %v", err)
-		}
-	}
 }
 
 var sandboxSeq atomic.Int64
@@ -562,9 +443,9 @@ func TestWorkspaceDiskLimit(t *testing.T) {
 }
 
 func TestOverlayRootFS(t *testing.T) {
-	// The image store gives each attempt an overlay over the cached image;
-	// overlayfs cannot be ID-mapped, so the image's files show as nobody's
-	// and the step still runs.
+	// A RootFS that cannot be ID-mapped, an overlay made by someone else:
+	// its files show as nobody's and the step still runs. (Images from the
+	// cache get an ID-mapped overlay: TestImages.)
 	t.Parallel()
 	dir := filepath.Join(tmpRoot, fmt.Sprintf("overlay-%d", runtimeSeq.Add(1)))
 	upper, workdir, merged := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")

@@ -25,6 +25,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +42,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/airlock-run/airlock/internal/image"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
 	"github.com/airlock-run/airlock/internal/sandbox/stepio"
@@ -63,10 +66,12 @@ type box struct {
 	state string // the OCI runtime's --root
 	res   job.Resources
 	oom   *oomWatch
+	net   Network // nil: loopback only
 
 	mu     sync.Mutex
 	closed bool
 	steps  int
+	roots  map[string]string // the attempt's overlays over image layers, by layersKey
 }
 
 var _ sandbox.Sandbox = (*box)(nil)
@@ -85,7 +90,14 @@ func (b *box) Close(ctx context.Context) error {
 	b.closed = true
 	defer b.rt.release(b.name)
 	b.oom.close()
-	if err := b.rt.remove(ctx, b.name); err != nil {
+	err := b.rt.remove(ctx, b.name)
+	if b.net != nil {
+		// After the containers are gone; bounded like the removal.
+		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		err = errors.Join(err, b.net.Close(nctx))
+		cancel()
+	}
+	if err != nil {
 		return fmt.Errorf("closing sandbox: %w", err)
 	}
 	return nil
@@ -115,6 +127,9 @@ func (b *box) Run(ctx context.Context, s sandbox.Step) (sandbox.Result, error) {
 		if st != nil {
 			st.cleanup(b)
 		}
+		if ctx.Err() != nil { // preparing was cut short: the step never started
+			return sandbox.Result{ExitCode: -1, Interrupted: true}, nil
+		}
 		return sandbox.Result{}, fmt.Errorf("running step: %w", err)
 	}
 	res, err := b.run(ctx, st, s)
@@ -134,6 +149,7 @@ type stepRun struct {
 	hostUID uint32 // the step user's host IDs
 	hostGID uint32
 	cgroup  string // the attempt's cgroup
+	pids    string // runsc: the step's pids cgroup directory, made by the runtime
 }
 
 // prepare writes the bundle of step n.
@@ -157,7 +173,11 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 	if err != nil {
 		return st, fmt.Errorf("resolving image %q: %w", s.Image, err)
 	}
-	user, err := resolveUser(img.RootFS, img.User)
+	rootfs, mapped, err := b.rootFS(ctx, img)
+	if err != nil {
+		return st, fmt.Errorf("image %q: %w", s.Image, err)
+	}
+	user, err := resolveUser(rootfs, img.User)
 	if err != nil {
 		return st, err
 	}
@@ -168,26 +188,33 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 	if err != nil {
 		return st, err
 	}
-	if err := mountPoints(img.RootFS); err != nil {
+	if err := mountPoints(rootfs); err != nil {
 		return st, err
 	}
-	rootfs, work := img.RootFS, b.bind
+	if b.net != nil {
+		if err := networkMountPoints(rootfs); err != nil {
+			return st, err
+		}
+	}
+	work := b.bind
 	st.hostUID, st.hostGID = user.uid, user.gid
 	if r.ids != nil {
 		st.hostUID, st.hostGID = r.ids.host(user.uid), r.ids.host(user.gid)
-		// ID-map the root filesystem when its filesystem allows it, so
-		// that the image's owners show as they are; else use it as is.
-		mp := filepath.Join(st.bundle, "rootfs")
-		if err := os.Mkdir(mp, 0o755); err != nil {
-			return st, fmt.Errorf("creating the bundle: %w", err)
-		}
-		if err := idmapMount(img.RootFS, mp, r.userns, false); err == nil {
-			rootfs = mp
-		} else {
-			r.idmapWarn.Do(func() {
-				r.log.Warn("a step's root filesystem cannot be ID-mapped; its files show as owned by nobody in the container",
-					"sandbox", b.name, "rootfs", img.RootFS, "error", err)
-			})
+		if !mapped {
+			// ID-map a RootFS when its filesystem allows it, so that its
+			// owners show as they are; else use it as is.
+			mp := filepath.Join(st.bundle, "rootfs")
+			if err := os.Mkdir(mp, 0o755); err != nil {
+				return st, fmt.Errorf("creating the bundle: %w", err)
+			}
+			if err := idmapMount(rootfs, mp, r.userns, false); err == nil {
+				rootfs = mp
+			} else {
+				r.idmapWarn.Do(func() {
+					r.log.Warn("a step's root filesystem cannot be ID-mapped; its files show as owned by nobody in the container",
+						"sandbox", b.name, "rootfs", rootfs, "error", err)
+				})
+			}
 		}
 		if user.uid != 0 || user.gid != 0 {
 			ns, err := r.workspaceUserns(user.uid, user.gid)
@@ -203,6 +230,21 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 			}
 		}
 	}
+	stepCgroup := filepath.Join(st.cgroup, "s"+strconv.Itoa(n))
+	if r.runsc != nil {
+		// The step's pids cgroup outlives runsc (which leaves a cgroup it
+		// did not make), so that Run can tell whether the step reached the
+		// host's pids limit (cgroupHost.pidsExhausted).
+		st.pids = r.cg.pidsDir(stepCgroup)
+		if err := os.Mkdir(st.pids, 0o755); err != nil {
+			st.pids = ""
+			return st, fmt.Errorf("creating the step's pids cgroup: %w", err)
+		}
+	}
+	args := []string{"/bin/sh", "-c", s.Run}
+	if r.runsc != nil && b.res.Pids > 0 {
+		args = append([]string{pidsMaxArg + strconv.Itoa(b.res.Pids)}, args...)
+	}
 	var tmpSize int64
 	if b.res.Memory > 0 {
 		tmpSize = int64(b.res.Memory)
@@ -211,16 +253,19 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 		rootfs:   rootfs,
 		work:     work,
 		init:     r.init,
-		args:     []string{"/bin/sh", "-c", s.Run},
+		args:     args,
 		env:      env,
 		cwd:      containerDir(s.Dir),
 		user:     user,
 		ids:      r.ids,
-		cgroup:   "/" + filepath.Join(st.cgroup, "s"+strconv.Itoa(n)),
+		cgroup:   "/" + stepCgroup,
 		hostname: "airlock",
 		tmpSize:  tmpSize,
 		seccomp:  r.seccomp,
 	})
+	if b.net != nil {
+		joinNetwork(spec, b.net.Path(), b.dir, r.ids != nil && r.runsc == nil) // see network.go
+	}
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return st, fmt.Errorf("encoding the spec: %w", err)
@@ -231,6 +276,11 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 	if _, err := b.oom.fired(); err != nil { // forget what happened before this step
 		return st, err
 	}
+	if b.net != nil {
+		if err := b.net.Refresh(ctx); err != nil {
+			return st, fmt.Errorf("refreshing the network: %w", err)
+		}
+	}
 	return st, nil
 }
 
@@ -238,13 +288,18 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 // step's root and removes its bundle.
 func (st *stepRun) cleanup(b *box) error {
 	var errs []error
-	if _, err := os.Stat(filepath.Join(b.state, st.id)); err == nil {
+	if b.rt.hasContainer(b.state, st.id) {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		out, err := b.rt.command(ctx, b.state, "delete", "--force", st.id).CombinedOutput()
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("deleting container %s: %w: %s", st.id, err, bytes.TrimSpace(out)))
 		}
+	}
+	if st.pids != "" {
+		// Best effort: a sandbox that died may take a moment to leave it,
+		// and Close removes the attempt's whole cgroup tree anyway.
+		_ = removeCgroupTree(st.pids)
 	}
 	if err := unmountAll(st.bundle); err != nil {
 		errs = append(errs, err)
@@ -293,9 +348,19 @@ func (b *box) run(ctx context.Context, st *stepRun, s sandbox.Step) (sandbox.Res
 		stdout, stderr = cmp.Or(stdout, devNull), cmp.Or(stderr, devNull)
 	}
 	logPath := filepath.Join(st.bundle, "runtime.log")
-	cmd := r.command(context.Background(), b.state,
-		"--log", logPath, "--log-format", "json",
-		"run", "--bundle", st.bundle, "--preserve-fds", strconv.Itoa(extraFds), st.id)
+	args := []string{"--log", logPath, "--log-format", "json"}
+	if r.runsc != nil && b.net != nil {
+		args = append(args, "--network=sandbox")
+	}
+	args = append(args, "run", "--bundle", st.bundle)
+	if r.runsc != nil {
+		for fd := reportFd; fd < reportFd+extraFds; fd++ {
+			args = append(args, "--pass-fd", fmt.Sprintf("%d:%d", fd, fd))
+		}
+	} else {
+		args = append(args, "--preserve-fds", strconv.Itoa(extraFds))
+	}
+	cmd := r.command(context.Background(), b.state, append(args, st.id)...)
 	// The runtime's own output (its errors, and what a crun container's init
 	// writes before the step starts) is kept for the error message; the
 	// step's output goes to the pipes passed as reportFd+1 and reportFd+2.
@@ -351,6 +416,12 @@ func (b *box) run(ctx context.Context, st *stepRun, s sandbox.Step) (sandbox.Res
 		res.ExitCode, res.Signal = -1, lastSignal
 	case res.OOMKilled:
 		res.ExitCode, res.Signal = -1, "SIGKILL"
+	case r.runsc != nil && r.cg.pidsExhausted(st.pids, r.cgroup(b.name)):
+		// The sentry could not start a thread: see runsc.go.
+		r.log.Warn("a step's gVisor sandbox died at its host task limit", "sandbox", b.name, "container", st.id)
+		res.ExitCode, res.Signal = -1, "SIGKILL"
+	case bytes.HasPrefix(report, []byte("error ")):
+		return sandbox.Result{}, fmt.Errorf("the container's init failed: %s", bytes.TrimSpace(report[len("error "):]))
 	default:
 		return sandbox.Result{}, fmt.Errorf("%s failed to run the container: %v%s", r.flavor, waitErr,
 			runtimeLog(logPath, runtimeOut.Bytes()))
@@ -481,6 +552,53 @@ func signalName(sig syscall.Signal) string {
 	return fmt.Sprintf("signal %d", int(sig))
 }
 
+// rootFS returns the root filesystem of img for a step, and whether it
+// already shows the image's owners as the containers' user namespace maps
+// them: an image's Layers get the attempt's overlay, made by the first step
+// that uses the image (see Image and mount.go).
+func (b *box) rootFS(ctx context.Context, img Image) (string, bool, error) {
+	switch {
+	case img.RootFS != "" && len(img.Layers) > 0:
+		return "", false, errors.New("the image hook gave both a root filesystem and layers")
+	case img.RootFS != "":
+		return img.RootFS, false, nil
+	case len(img.Layers) == 0:
+		return "", false, errors.New("the image hook gave neither a root filesystem nor layers")
+	}
+	key := layersKey(img.Layers)
+	if rootfs, ok := b.roots[key]; ok {
+		return rootfs, true, nil
+	}
+	images := filepath.Join(b.dir, "images")
+	if err := os.MkdirAll(images, 0o711); err != nil {
+		return "", false, err
+	}
+	var opts image.MountOpts
+	if r := b.rt; r.ids != nil {
+		opts = image.MountOpts{
+			IDMap: func(src, dst string) error { return idmapMount(src, dst, r.userns, true) },
+			UID:   int(r.ids.base),
+			GID:   int(r.ids.base),
+		}
+	}
+	l, err := image.MountLayers(ctx, img.Layers, filepath.Join(images, key), opts)
+	if err != nil {
+		return "", false, fmt.Errorf("making the attempt's root filesystem: %w", err)
+	}
+	if b.roots == nil {
+		b.roots = make(map[string]string)
+	}
+	b.roots[key] = l.Rootfs
+	return l.Rootfs, true, nil
+}
+
+// layersKey names an image's overlay in the attempt's directory: short,
+// since overlayfs mount options are limited to a page on older kernels.
+func layersKey(layers []string) string {
+	sum := sha256.Sum256([]byte(strings.Join(layers, "\x00")))
+	return hex.EncodeToString(sum[:8])
+}
+
 // stepDir checks that Step.Dir stays inside the workspace and creates it if
 // missing, refusing to follow a symlink out of the workspace.
 func (b *box) stepDir(dir string) error {
@@ -535,7 +653,10 @@ func stepEnv(stepEnv map[string]string, imageEnv []string) ([]string, error) {
 
 // mountPoints creates, in an image's root filesystem, the directories the
 // spec mounts on, when missing, so that the runtime need not create them
-// from inside the user namespace, where it may lack the permission.
+// from inside the user namespace, where it may lack the permission. That
+// includes the init's file under /dev: runc and crun bind it onto the /dev
+// tmpfs, but runsc's gofer binds it onto the root filesystem itself (and,
+// in a /dev that the user namespace does not own, cannot create it).
 func mountPoints(rootfs string) error {
 	root, err := os.OpenRoot(rootfs)
 	if err != nil {
@@ -546,6 +667,17 @@ func mountPoints(rootfs string) error {
 		if err := root.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("creating mount point /%s in the root filesystem: %w", d, err)
 		}
+	}
+	name := strings.TrimPrefix(InitPath, "/")
+	if _, err := root.Lstat(name); err == nil {
+		return nil
+	}
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating mount point %s in the root filesystem: %w", InitPath, err)
+	}
+	if f != nil {
+		f.Close()
 	}
 	return nil
 }

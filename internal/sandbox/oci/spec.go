@@ -3,6 +3,7 @@ package oci
 import (
 	"fmt"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 
@@ -155,4 +156,33 @@ func buildSpec(p specParams) *specs.Spec {
 // directory already checked to be local.
 func containerDir(dir string) string {
 	return path.Join("/work", dir)
+}
+
+// joinNetwork makes the container of spec s join the network namespace at
+// netns, with the attempt's resolv.conf and hosts files (in dir) mounted
+// read-only over the image's; see network.go. With noSysfs, /sys is an empty
+// tmpfs: the runtime cannot mount a sysfs for that namespace.
+func joinNetwork(s *specs.Spec, netns, dir string, noSysfs bool) {
+	for i, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			s.Linux.Namespaces[i].Path = netns
+		}
+	}
+	if noSysfs {
+		for i, m := range s.Mounts {
+			if m.Destination == "/sys" {
+				s.Mounts[i] = specs.Mount{Destination: "/sys", Type: "tmpfs", Source: "sysfs",
+					Options: []string{"nosuid", "noexec", "nodev", "ro", "mode=755", "size=64k"}}
+			}
+		}
+	}
+	for _, f := range []struct{ src, dst string }{
+		{resolvConfFile, "/etc/resolv.conf"},
+		{hostsFile, "/etc/hosts"},
+	} {
+		s.Mounts = append(s.Mounts, specs.Mount{
+			Destination: f.dst, Type: "bind", Source: filepath.Join(dir, f.src),
+			Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"},
+		})
+	}
 }

@@ -1,14 +1,22 @@
-// Package rootfs gives the container runtimes their steps' root file systems
-// from the executor's image cache (internal/image): the executor pulls each
-// step's image for an attempt with the job's registry credentials and learns
-// its digest; the runtime then asks for the step's root file system and gets a
-// copy-on-write overlay over the cached layers, made once per attempt and
-// image. The attempt's overlays are unmounted and its cache leases ended when
-// the attempt's sandbox is released, so nothing of a job lands in the cache
-// and nothing it still uses is evicted.
+// Package rootfs gives the container runtimes their steps' images from the
+// executor's image cache (internal/image). The executor pulls each step's
+// image for an attempt with the job's registry credentials and learns its
+// digest (Pull); the runtime then asks for the step's image through
+// ImageFunc, the oci and gvisor runtimes' image hook, and gets the cached
+// layer directories, over which it makes the attempt's copy-on-write root
+// file system itself: the runtime owns the user namespace those layers are
+// ID-mapped into, and removes the overlay with the rest of the attempt, on
+// Close or in its janitor after a crash. The attempt's images stay leased
+// until Release, which the executor calls after closing the sandbox, so
+// nothing the attempt still uses is evicted and nothing of a job lands in
+// the cache.
 //
-// Every overlay lives under Options.Root/<sandbox>/, named for the attempt,
-// so RemoveLeftovers can find what a crashed executor left.
+// Image gives, besides the layers, a plain copy-on-write overlay mounted by
+// the Provider, once per attempt and image, for what runs an image without
+// a user namespace (the benchmarks' raw OCI runtime): its files keep the
+// cache's host owners. Those overlays live under Options.Root/<sandbox>/,
+// named for the attempt; Release unmounts them, and RemoveLeftovers finds
+// what a crashed executor left.
 package rootfs
 
 import (
@@ -31,12 +39,14 @@ import (
 
 	"github.com/airlock-run/airlock/internal/image"
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/oci"
 )
 
 // Image is what a runtime needs to run a step in an image.
 type Image struct {
 	Digest string   // what the step's reference resolved to
-	RootFS string   // the attempt's copy-on-write overlay over the image
+	Layers []string // the cached layer directories, bottom first: read-only
+	RootFS string   // the attempt's plain copy-on-write overlay over Layers
 	User   string   // the image config's User
 	Env    []string // the image config's Env
 }
@@ -111,9 +121,23 @@ func (p *Provider) Pull(ctx context.Context, sb, ref, dockerAuth string) (string
 	return img.Digest, nil
 }
 
-// Image returns the root file system of ref for the attempt called sandbox:
-// the image pulled for it (or pulled now, with default credentials) under
-// the attempt's overlay.
+// ImageFunc returns the container runtimes' image hook (oci.Options.Images)
+// over p: a step gets its image's layers (oci.Image.Layers), pulled for the
+// attempt (or pulled now, with default credentials) and leased until
+// Release; the runtime makes the overlay.
+func (p *Provider) ImageFunc() oci.ImageFunc {
+	return func(ctx context.Context, sb, ref string) (oci.Image, error) {
+		img, err := p.lease(ctx, sb, ref, "")
+		if err != nil {
+			return oci.Image{}, err
+		}
+		return oci.Image{Layers: img.Layers, User: img.Config.User, Env: img.Config.Env}, nil
+	}
+}
+
+// Image returns the image ref for the attempt called sandbox, the image
+// pulled for it (or pulled now, with default credentials), with the
+// attempt's plain overlay over it mounted as RootFS; see the package doc.
 func (p *Provider) Image(ctx context.Context, sb, ref string) (Image, error) {
 	img, err := p.lease(ctx, sb, ref, "")
 	if err != nil {
@@ -133,7 +157,7 @@ func (p *Provider) Image(ctx context.Context, sb, ref string) (Image, error) {
 		}
 		a.overlays[img.Digest] = l
 	}
-	return Image{Digest: img.Digest, RootFS: l.Rootfs, User: img.Config.User, Env: img.Config.Env}, nil
+	return Image{Digest: img.Digest, Layers: img.Layers, RootFS: l.Rootfs, User: img.Config.User, Env: img.Config.Env}, nil
 }
 
 func (p *Provider) attempt(sb string) *attempt {

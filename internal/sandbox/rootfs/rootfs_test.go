@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/airlock-run/airlock/internal/image"
@@ -105,6 +106,43 @@ func TestPullThenImageGivesAnOverlayPerAttemptAndDigest(t *testing.T) {
 		t.Errorf("a new attempt of the same name after Release: %v", err)
 	}
 	p.Release("airlock-1-1")
+}
+
+func TestImageFuncGivesTheCachedLayersWithoutMounting(t *testing.T) {
+	p, root := newProvider(t)
+	reg := imagetest.NewRegistry(t, imagetest.RegistryOpts{})
+	ref, _ := pushTool(t, reg)
+	ctx := context.Background()
+	images := p.ImageFunc()
+
+	got, err := images(ctx, "airlock-1-1", ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RootFS != "" || got.User != "1000:1000" || len(got.Env) != 1 || got.Env[0] != "PATH=/tools" || len(got.Layers) != 1 {
+		t.Fatalf("ImageFunc gave %+v, want the image's one layer, user 1000:1000, env PATH=/tools, and no RootFS", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(got.Layers[0], "tools/hello")); err != nil || string(b) != "hi\n" {
+		t.Errorf("the layer's tools/hello = %q, %v; want the image's file", b, err)
+	}
+	// The runtime makes the overlay: nothing is mounted for the attempt.
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Errorf("ImageFunc made %v under the Provider's root, want nothing", entries)
+	}
+	// Image gives the same layers, and the attempt's overlay over them.
+	img, err := p.Image(ctx, "airlock-1-1", ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got.Layers, img.Layers); diff != "" {
+		t.Errorf("Image's layers differ from ImageFunc's (-ImageFunc +Image):\n%s", diff)
+	}
+	if err := p.Release("airlock-1-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := images(ctx, "airlock-1-1", "  "); !errors.Is(err, sandbox.ErrImage) {
+		t.Errorf("ImageFunc without a reference = %v, want an ErrImage", err)
+	}
 }
 
 func TestPullUsesTheJobsDockerAuthConfig(t *testing.T) {

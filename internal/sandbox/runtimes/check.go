@@ -2,7 +2,11 @@ package runtimes
 
 import (
 	"os"
+	"path/filepath"
+	"strings"
 
+	"github.com/airlock-run/airlock/internal/netpolicy"
+	"github.com/airlock-run/airlock/internal/sandbox/gvisor"
 	"github.com/airlock-run/airlock/internal/sandbox/oci"
 )
 
@@ -25,6 +29,20 @@ type Report struct {
 // what is missing on this host. It changes nothing.
 func Check(opts Options) []Report {
 	var out []Report
+	var shared []Item
+	containerItems := func() []Item {
+		if shared == nil {
+			shared = append(shared, overlayItem())
+			nopts, err := opts.networkOptions()
+			if err != nil {
+				shared = append(shared, Item{Name: "egress policy", Detail: err.Error()})
+			}
+			for _, it := range netpolicy.Check(nopts) {
+				shared = append(shared, Item{Name: "egress: " + it.Name, OK: it.OK, Detail: it.Detail})
+			}
+		}
+		return shared
+	}
 	for _, name := range Names() {
 		r := Report{Runtime: name, Isolates: known[name].isolates}
 		switch name {
@@ -35,11 +53,15 @@ func Check(opts Options) []Report {
 			r.Items = append(r.Items, Item{Name: "/proc (process sweep)", OK: err == nil, Detail: errText(err)})
 			r.Items = append(r.Items, Item{Name: "isolation", OK: true, Detail: "none: development only"})
 		case oci.Name:
-			for _, it := range oci.Check(oci.Options{Root: opts.WorkRoot, Binary: opts.OCIBinary}) {
+			for _, it := range oci.Check(oci.Options{Root: filepath.Join(opts.WorkRoot, "oci"), Binary: opts.OCIBinary, Init: opts.Init}) {
 				r.Items = append(r.Items, Item{Name: it.Name, OK: it.OK, Detail: it.Detail})
 			}
-			r.Items = append(r.Items, Item{Name: "image source", OK: false,
-				Detail: "not wired into the executor yet (sandboxes issue)"})
+			r.Items = append(r.Items, containerItems()...)
+		case gvisor.Name:
+			for _, it := range gvisor.Check(gvisor.Options{Root: filepath.Join(opts.WorkRoot, "gvisor"), Runsc: opts.Runsc, Platform: opts.GVisorPlatform, Init: opts.Init}) {
+				r.Items = append(r.Items, Item{Name: it.Name, OK: it.OK, Detail: it.Detail})
+			}
+			r.Items = append(r.Items, containerItems()...)
 		}
 		r.Ready = true
 		for _, it := range r.Items {
@@ -48,6 +70,19 @@ func Check(opts Options) []Report {
 		out = append(out, r)
 	}
 	return out
+}
+
+// overlayItem reports whether the kernel has overlayfs, which the image
+// overlays of the container runtimes need.
+func overlayItem() Item {
+	b, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		return Item{Name: "overlayfs", Detail: err.Error()}
+	}
+	if !strings.Contains(string(b), "\toverlay\n") {
+		return Item{Name: "overlayfs", Detail: "the kernel has no overlay file system (modprobe overlay)"}
+	}
+	return Item{Name: "overlayfs", OK: true}
 }
 
 func errText(err error) string {

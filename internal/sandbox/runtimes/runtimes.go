@@ -9,13 +9,17 @@
 package runtimes
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/gvisor"
 	"github.com/airlock-run/airlock/internal/sandbox/oci"
+	"github.com/airlock-run/airlock/internal/sandbox/rootfs"
 	"github.com/airlock-run/airlock/internal/sandbox/shell"
 )
 
@@ -25,31 +29,84 @@ const Auto = "auto"
 // Options configure the runtime being built.
 type Options struct {
 	// WorkRoot is the directory under which per-attempt state (workspaces,
-	// overlays) is created.
+	// overlays, the image cache by default) is created. It belongs to one
+	// executor: the janitor removes what it finds there.
 	WorkRoot string
 	Logger   *slog.Logger
 	// OCIBinary is the oci runtime's OCI runtime: "runc", "crun" or a path;
 	// "" picks crun if installed, else runc.
 	OCIBinary string
+	// Runsc is the gvisor runtime's runsc; "" is runsc in PATH.
+	Runsc string
+	// GVisorPlatform is the gvisor runtime's platform; "" is systrap.
+	GVisorPlatform string
+	// Init is the static executable the container runtimes run as PID 1;
+	// "" is this executable (which must then be static).
+	Init string
+	// Images configure the image cache of the container runtimes.
+	Images ImageOptions
+	// Network configures the egress policy of the container runtimes.
+	Network NetworkOptions
 }
 
 // entry is one runtime this build knows.
 type entry struct {
 	isolates bool // false only for the development shell
-	open     func(Options) (sandbox.Runtime, error)
+	// strength orders the isolating runtimes for Auto: higher first.
+	strength int
+	open     func(Options, *Built) (sandbox.Runtime, error)
 }
 
 var known = map[string]entry{
-	shell.Name: {isolates: false, open: func(o Options) (sandbox.Runtime, error) {
-		return shell.New(shell.Options{Root: o.WorkRoot, Logger: o.Logger})
+	shell.Name: {isolates: false, open: func(o Options, b *Built) (sandbox.Runtime, error) {
+		rt, err := shell.New(shell.Options{Root: filepath.Join(o.WorkRoot, "shell"), Logger: o.Logger})
+		if err == nil {
+			b.janitors = append(b.janitors, rt)
+		}
+		return rt, err
 	}},
-	// oci.New checks the host (binary, static init, cgroups, user
-	// namespaces, disk-limit tools; see oci.Check) and fails listing
-	// everything missing. It also needs an image source, which is not wired
-	// yet: until it is, opening "oci" fails saying so.
-	oci.Name: {isolates: true, open: func(o Options) (sandbox.Runtime, error) {
-		return oci.New(oci.Options{Root: o.WorkRoot, Binary: o.OCIBinary, Logger: o.Logger})
+	// oci.New and gvisor.New check the host (binaries, static init,
+	// cgroups, user namespaces, disk-limit tools; see their Check) and fail
+	// listing everything missing.
+	oci.Name: {isolates: true, strength: 1, open: func(o Options, b *Built) (sandbox.Runtime, error) {
+		p, netFn, err := o.containerParts(b)
+		if err != nil {
+			return nil, err
+		}
+		rt, err := oci.New(oci.Options{Root: filepath.Join(o.WorkRoot, "oci"), Binary: o.OCIBinary,
+			Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
+		if err == nil {
+			b.janitors = append([]janitor{rt}, b.janitors...)
+		}
+		return rt, err
 	}},
+	gvisor.Name: {isolates: true, strength: 2, open: func(o Options, b *Built) (sandbox.Runtime, error) {
+		p, netFn, err := o.containerParts(b)
+		if err != nil {
+			return nil, err
+		}
+		rt, err := gvisor.New(gvisor.Options{Root: filepath.Join(o.WorkRoot, "gvisor"), Runsc: o.Runsc,
+			Platform: o.GVisorPlatform, Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
+		if err == nil {
+			b.janitors = append([]janitor{rt}, b.janitors...)
+		}
+		return rt, err
+	}},
+}
+
+// containerParts opens what the container runtimes share: the image cache
+// and overlays, and the egress policy.
+func (o Options) containerParts(b *Built) (*rootfs.Provider, oci.NetworkFunc, error) {
+	netFn, err := o.network(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := o.images(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.janitors = append(b.janitors, p)
+	return p, netFn, nil
 }
 
 // Names lists the runtimes this build knows, sorted.
@@ -63,20 +120,46 @@ func Names() []string {
 }
 
 // Open builds the runtime called name. Auto picks the strongest isolating
-// runtime this host can run and fails when there is none: it never falls back
-// to the shell.
-func Open(name string, opts Options) (sandbox.Runtime, error) {
+// runtime this host can run (gvisor, then oci) and fails, with every
+// runtime's report, when there is none: it never falls back to the shell.
+func Open(name string, opts Options) (*Built, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if name == Auto {
-		return nil, fmt.Errorf("no isolating sandbox runtime is available in this build (known: %s); "+
+		var names []string
+		for n, e := range known {
+			if e.isolates {
+				names = append(names, n)
+			}
+		}
+		sort.Slice(names, func(i, j int) bool { return known[names[i]].strength > known[names[j]].strength })
+		var errs []string
+		for _, n := range names {
+			b, err := Open(n, opts)
+			if err == nil {
+				opts.Logger.Info("runtime chosen: the strongest isolating runtime this host can run", "runtime", n)
+				return b, nil
+			}
+			errs = append(errs, fmt.Sprintf("%s: %v", n, err))
+		}
+		return nil, fmt.Errorf("no isolating sandbox runtime can run on this host (`airlock executor validate` says why; "+
+			"`airlock executor install` installs what it can):\n  %s\n"+
 			"for development only, ask for the shell runtime by name (--runtime shell): it isolates nothing",
-			strings.Join(Names(), ", "))
+			strings.Join(errs, "\n  "))
 	}
 	e, ok := known[name]
 	if !ok {
 		return nil, fmt.Errorf("unknown runtime %q (known: %s, or %s)", name, strings.Join(Names(), ", "), Auto)
 	}
-	return e.open(opts)
+	b := &Built{}
+	rt, err := e.open(opts, b)
+	if err != nil {
+		if cerr := b.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		return nil, err
+	}
+	b.Runtime = rt
+	return b, nil
 }

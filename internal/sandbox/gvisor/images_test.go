@@ -1,0 +1,18 @@
+package gvisor_test
+
+import (
+	"testing"
+
+	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/oci"
+	"github.com/airlock-run/airlock/internal/sandbox/oci/ocitest"
+)
+
+func TestImages(t *testing.T) {
+	t.Parallel()
+	ocitest.ExerciseImages(t, tmpRoot, func(t *testing.T, images oci.ImageFunc) sandbox.Runtime {
+		opts := options(t)
+		opts.Images = images
+		return newRuntime(t, opts)
+	})
+}
