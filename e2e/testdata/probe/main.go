@@ -16,7 +16,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe ptrace PID | raw | packet | mount | module | setuid | tcp ADDR | udp ADDR | uid")
+		fmt.Fprintln(os.Stderr, "usage: probe ptrace PID | raw | packet | mount | module | setuid | tcp ADDR | udp ADDR | ping IP | uid")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -43,6 +43,8 @@ func main() {
 		report("init_module", unix.InitModule([]byte("\x7fELF-not-a-module"), ""))
 	case "setuid":
 		report("setuid(0)", unix.Setuid(0))
+	case "ping":
+		ping(os.Args[2])
 	case "uid":
 		fmt.Printf("uid=%d euid=%d\n", os.Getuid(), os.Geteuid())
 	case "tcp", "udp":
@@ -75,4 +77,42 @@ func report(what string, err error) {
 		return
 	}
 	fmt.Printf("CONTAINED: %s: %v\n", what, err)
+}
+
+// ping sends one ICMP echo request from an unprivileged ICMP socket (what
+// ping uses without NET_RAW) and waits 2 s for the reply.
+func ping(ip string) {
+	addr := net.ParseIP(ip).To4()
+	err := func() error {
+		if addr == nil {
+			return fmt.Errorf("not an IPv4 address")
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		tv := unix.NsecToTimeval(int64(2 * time.Second))
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		msg := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'a', 'i', 'r', 'l', 'o', 'c', 'k'} // the kernel sets the ID and checksum
+		to := &unix.SockaddrInet4{}
+		copy(to.Addr[:], addr)
+		if err := unix.Sendto(fd, msg, 0, to); err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return err
+		}
+		if n < 8 || buf[0] != 0 {
+			return fmt.Errorf("not an echo reply (type %d)", buf[0])
+		}
+		return nil
+	}()
+	if err == nil {
+		fmt.Printf("REACHED: ping %s\n", ip)
+	} else {
+		fmt.Printf("UNREACHABLE: ping %s: %v\n", ip, err)
+	}
 }

@@ -96,6 +96,20 @@ func containerInit(args []string) int {
 	report := func(format string, a ...any) {
 		_, _ = fmt.Fprintf(out, format+"\n", a...)
 	}
+	var cred *syscall.Credential
+	if len(args) > 0 {
+		if v, ok := strings.CutPrefix(args[0], userArg); ok {
+			u, err := parseStepUser(v)
+			if err != nil {
+				report("error %v", err)
+				return 127
+			}
+			groups := make([]uint32, len(u.groups))
+			copy(groups, u.groups)
+			cred = &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: groups}
+			args = args[1:]
+		}
+	}
 	if len(args) > 0 {
 		if v, ok := strings.CutPrefix(args[0], pidsMaxArg); ok {
 			if err := limitPids(v); err != nil {
@@ -113,7 +127,8 @@ func containerInit(args []string) int {
 	signal.Notify(sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
 
 	wd, _ := os.Getwd()
-	pid, err := syscall.ForkExec(args[0], args, &syscall.ProcAttr{Dir: wd, Env: os.Environ(), Files: []uintptr{0, stdoutFd, stderrFd}})
+	pid, err := syscall.ForkExec(args[0], args, &syscall.ProcAttr{Dir: wd, Env: os.Environ(), Files: []uintptr{0, stdoutFd, stderrFd},
+		Sys: &syscall.SysProcAttr{Credential: cred}})
 	if err != nil {
 		fmt.Fprintf(os.NewFile(stderrFd, "stderr"), "airlock: cannot run %s in this image: %v\n", args[0], err)
 		report("exit 127")
@@ -157,6 +172,12 @@ func containerInit(args []string) int {
 // would take the sentry down with it; the limit on the step's processes is
 // enforced by the sentry's cgroups instead (see runsc.go).
 const pidsMaxArg = "--airlock-pids-max="
+
+// userArg, as the init's first argument with a stepUser appended, makes the
+// init (started as root) run the step as that user: setgroups, setgid and
+// setuid in the child before exec, so the step holds no capabilities. It
+// comes before pidsMaxArg, which needs root.
+const userArg = "--airlock-user="
 
 // limitPids writes max to the pids.max of this process's pids cgroup, which
 // /sys/fs/cgroup/pids shows either whole or from that cgroup down (gVisor

@@ -242,8 +242,15 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 		}
 	}
 	args := []string{"/bin/sh", "-c", s.Run}
+	procUser := user
 	if r.runsc != nil && b.res.Pids > 0 {
 		args = append([]string{pidsMaxArg + strconv.Itoa(b.res.Pids)}, args...)
+		if user.uid != 0 || user.gid != 0 || len(user.groups) > 0 {
+			// Only root in the sandbox may set the limit: the init starts
+			// as root and becomes the step's user before it runs the step.
+			args = append([]string{userArg + user.String()}, args...)
+			procUser = stepUser{}
+		}
 	}
 	var tmpSize int64
 	if b.res.Memory > 0 {
@@ -256,7 +263,7 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 		args:     args,
 		env:      env,
 		cwd:      containerDir(s.Dir),
-		user:     user,
+		user:     procUser,
 		ids:      r.ids,
 		cgroup:   "/" + stepCgroup,
 		hostname: "airlock",

@@ -17,6 +17,42 @@ type stepUser struct {
 	groups   []uint32 // supplementary groups
 }
 
+// String is "uid:gid[:group,group...]", as the init's userArg takes it.
+func (u stepUser) String() string {
+	s := strconv.FormatUint(uint64(u.uid), 10) + ":" + strconv.FormatUint(uint64(u.gid), 10)
+	if len(u.groups) > 0 {
+		var gs []string
+		for _, g := range u.groups {
+			gs = append(gs, strconv.FormatUint(uint64(g), 10))
+		}
+		s += ":" + strings.Join(gs, ",")
+	}
+	return s
+}
+
+// parseStepUser reads what String wrote.
+func parseStepUser(s string) (stepUser, error) {
+	f := strings.Split(s, ":")
+	if len(f) < 2 || len(f) > 3 {
+		return stepUser{}, fmt.Errorf("bad user %q", s)
+	}
+	var ids []uint32
+	for _, part := range append(f[:2:2], strings.Split(strings.Join(f[2:], ""), ",")...) {
+		if part == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(part, 10, 32)
+		if err != nil {
+			return stepUser{}, fmt.Errorf("bad user %q: %w", s, err)
+		}
+		ids = append(ids, uint32(n))
+	}
+	if len(ids) < 2 {
+		return stepUser{}, fmt.Errorf("bad user %q", s)
+	}
+	return stepUser{uid: ids[0], gid: ids[1], groups: ids[2:]}, nil
+}
+
 // resolveUser turns an image's user ("", "uid", "uid:gid", "name",
 // "name:group", as in an image config's User) into IDs, reading names from
 // the image's /etc/passwd and /etc/group. "" is root. The files are read
