@@ -40,6 +40,7 @@ import (
 	"github.com/airlock-run/airlock/internal/image"
 	"github.com/airlock-run/airlock/internal/image/imagetest"
 	"github.com/airlock-run/airlock/internal/sandbox"
+	"github.com/airlock-run/airlock/internal/sandbox/gvisor"
 	"github.com/airlock-run/airlock/internal/sandbox/hostfs"
 	"github.com/airlock-run/airlock/internal/sandbox/oci"
 	"github.com/airlock-run/airlock/internal/sandbox/rootfs"
@@ -137,6 +138,41 @@ func buildInit(b *testing.B, dir string) string {
 
 // newOCIRuntime returns an oci runtime with binary over env's images, with
 // its own Root and cgroup parent, both removed when b ends.
+// runscBinary is AIRLOCK_RUNSC, else runsc in PATH.
+func runscBinary() string {
+	if p := os.Getenv("AIRLOCK_RUNSC"); p != "" {
+		return p
+	}
+	return "runsc"
+}
+
+// newGVisorRuntime is the gvisor runtime over the env's images.
+func newGVisorRuntime(b *testing.B, env *sandboxEnv) sandbox.Runtime {
+	b.Helper()
+	if _, err := exec.LookPath(runscBinary()); err != nil {
+		b.Skipf("runsc is not installed: %v", err)
+	}
+	n := sandboxSeq.Add(1)
+	cgParent := fmt.Sprintf("/airlock-bench-%d-%d", os.Getpid(), n)
+	rt, err := gvisor.New(gvisor.Options{
+		Root:         filepath.Join(env.dir, fmt.Sprintf("gvisor%d", n)),
+		Runsc:        runscBinary(),
+		Images:       env.imageFunc(),
+		Init:         env.init,
+		CgroupParent: cgParent,
+	})
+	if err != nil {
+		b.Skipf("the gvisor runtime cannot run here: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := rt.RemoveLeftovers(context.Background(), nil); err != nil {
+			b.Errorf("removing leftover sandboxes: %v", err)
+		}
+		removeCgroup(b, cgParent)
+	})
+	return rt
+}
+
 func newOCIRuntime(b *testing.B, env *sandboxEnv, binary string) sandbox.Runtime {
 	b.Helper()
 	if _, err := exec.LookPath(binary); err != nil {

@@ -58,8 +58,12 @@ func sandboxKinds() []sandboxKind {
 			new:  func(b *testing.B, env *sandboxEnv) sandbox.Runtime { return newOCIRuntime(b, env, "runc") },
 			raw:  &rawRuntime{binary: "runc"},
 		},
-		// gVisor is one more row: its runtime, and
-		// raw: &rawRuntime{binary: "runsc", global: []string{"--network=none"}}.
+		{
+			name: "gvisor",
+			new:  newGVisorRuntime,
+			raw: &rawRuntime{binary: runscBinary(), global: []string{"--network=none", "--platform=systrap",
+				"--host-uds=none", "--overlay2=none"}},
+		},
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/airlock-run/airlock/internal/netpolicy/nettest"
+	"github.com/airlock-run/airlock/internal/testenv"
 	"net/url"
 	"os"
 	"os/exec"
@@ -118,14 +120,52 @@ func TestUpRunsTheDemoJob(t *testing.T) {
 	}
 }
 
-func TestUpRefusesToPickTheShellOnItsOwn(t *testing.T) {
+func TestUpRunsTheDemoInTheStrongestSandbox(t *testing.T) {
+	if _, err := exec.LookPath("runsc"); err != nil {
+		testenv.Missing(t, "runsc", err)
+	}
+	// The data directory must be reachable from the sandboxes' user
+	// namespace (t.TempDir's parents are mode 0700).
+	dataDir, err := os.MkdirTemp("", "airlock-e2e-up-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dataDir, 0o755)
+	defer os.RemoveAll(dataDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// In an enclosed test network: the egress policy changes the network
+	// namespace it runs in, which must not be this host's.
+	w := nettest.New(t)
+	cmd := w.Enclosure.Command(ctx, airlockBin, "up", "--addr", "127.0.0.1:0", "--data-dir", dataDir,
+		"--demo", "../examples/hello.yaml", "--exit-after-demo", "--dns-resolver", nettest.ResolverAddr.String())
+	cmd.Env = os.Environ()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("airlock up --demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"runtime:      gvisor (the strongest this host can run)",
+		"==> image oci-layout:" + dataDir + "/images/busybox: sha256:", "hello from job 1", "tick 3", "job 1 succeeded"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestUpNeverFallsBackToTheShell(t *testing.T) {
 	t.Parallel()
-	cmd := exec.Command(airlockBin, "up", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir())
+	// No isolating runtime can run: neither OCI runtime nor runsc exists.
+	// (In an enclosed network all the same, in case one got that far.)
+	w := nettest.New(t)
+	cmd := w.Enclosure.Command(context.Background(), airlockBin, "up", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--oci-runtime", "/nonexistent/crun", "--runsc", "/nonexistent/runsc")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
-		t.Fatalf("airlock up without a runtime started:\n%s", out)
+		t.Fatalf("airlock up without a usable runtime started:\n%s", out)
 	}
-	if !strings.Contains(string(out), "--runtime shell") {
-		t.Errorf("the refusal does not say how to ask for the shell runtime:\n%s", out)
+	for _, want := range []string{"no isolating sandbox runtime can run on this host", "gvisor:", "oci:", "--runtime shell"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the refusal lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -92,6 +92,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/airlock-run/airlock/internal/sandbox"
 	"github.com/airlock-run/airlock/internal/sandbox/hostfs"
@@ -356,6 +357,20 @@ func installInit(src, dir string) (string, error) {
 
 // Name returns "oci", or "gvisor" when it runs runsc.
 func (r *Runtime) Name() string { return r.name }
+
+// Close releases what the Runtime holds for all attempts: the network
+// namespace pinned for runsc's gofers. Close the attempts' sandboxes first;
+// a Runtime is not used after Close.
+func (r *Runtime) Close() error {
+	if r.runsc == nil {
+		return nil
+	}
+	p := filepath.Join(r.runsc.sharedRoot, "null-netns")
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return fmt.Errorf("unpinning %s: %w", p, err)
+	}
+	return nil
+}
 
 // Root returns the runtime's canonical root directory.
 func (r *Runtime) Root() string { return r.root }

@@ -69,6 +69,11 @@ var known = map[string]entry{
 	// cgroups, user namespaces, disk-limit tools; see their Check) and fail
 	// listing everything missing.
 	oci.Name: {isolates: true, strength: 1, open: func(o Options, b *Built) (sandbox.Runtime, error) {
+		// Check the host first: the egress policy changes the host's
+		// network, which must not happen for a runtime that cannot run.
+		if err := missing(oci.Check(oci.Options{Root: filepath.Join(o.WorkRoot, "oci"), Binary: o.OCIBinary, Init: o.Init})); err != nil {
+			return nil, fmt.Errorf("oci runtime: %w", err)
+		}
 		p, netFn, err := o.containerParts(b)
 		if err != nil {
 			return nil, err
@@ -77,10 +82,15 @@ var known = map[string]entry{
 			Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
 		if err == nil {
 			b.janitors = append([]janitor{rt}, b.janitors...)
+			b.closers = append(b.closers, rt.Close)
 		}
 		return rt, err
 	}},
 	gvisor.Name: {isolates: true, strength: 2, open: func(o Options, b *Built) (sandbox.Runtime, error) {
+		if err := missing(gvisor.Check(gvisor.Options{Root: filepath.Join(o.WorkRoot, "gvisor"), Runsc: o.Runsc,
+			Platform: o.GVisorPlatform, Init: o.Init})); err != nil {
+			return nil, fmt.Errorf("gvisor runtime: %w", err)
+		}
 		p, netFn, err := o.containerParts(b)
 		if err != nil {
 			return nil, err
@@ -89,9 +99,24 @@ var known = map[string]entry{
 			Platform: o.GVisorPlatform, Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
 		if err == nil {
 			b.janitors = append([]janitor{rt}, b.janitors...)
+			b.closers = append(b.closers, rt.Close)
 		}
 		return rt, err
 	}},
+}
+
+// missing joins what a runtime's check found missing.
+func missing(items []oci.Item) error {
+	var errs []string
+	for _, it := range items {
+		if !it.OK {
+			errs = append(errs, it.Name+": "+it.Detail)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(errs, "; "))
 }
 
 // containerParts opens what the container runtimes share: the image cache
