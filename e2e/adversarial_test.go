@@ -156,6 +156,7 @@ type advCase struct {
 	network job.Network
 	res     job.Resources
 	image   string // "" is the default (root) image
+	user    string // the step's user, "" for the image's
 	run     string
 	state   job.State
 	reason  job.Reason // "" accepts any
@@ -221,6 +222,11 @@ wget -q -O - http://public.airlock.test/ || echo HTTP-FAILED`, pub),
 		{name: "setuid escalation", image: e.images.User, state: job.StateSucceeded,
 			run:  `/probe uid; /bin/suid-probe uid; /bin/suid-probe setuid`,
 			want: []string{"uid=1000 euid=1000", "CONTAINED: setuid(0)"}, notWant: []string{"euid=0", "ESCAPED"}},
+		{name: "a step's own user", user: "1000:1000", state: job.StateSucceeded,
+			run:  `/probe uid; /bin/suid-probe uid; id -u > /work/owned-by-step && echo WROTE-work`,
+			want: []string{"uid=1000 euid=1000", "WROTE-work"}, notWant: []string{"euid=0"}},
+		{name: "a user the image lacks", user: "nosuchuser", state: job.StateFailed, reason: job.ReasonImage,
+			run: `echo never-run`, notWant: []string{"never-run"}},
 		{name: "mount, kernel modules and raw sockets", state: job.StateSucceeded,
 			run:  `/probe mount; /probe module; /probe raw; /probe packet; mount -t proc proc /tmp 2>/dev/null && echo ESCAPED-mount-proc || echo CONTAINED-mount-proc`,
 			want: []string{"CONTAINED: mount", "CONTAINED: init_module", "CONTAINED: raw socket", "CONTAINED: packet socket", "CONTAINED-mount-proc"}, notWant: []string{"ESCAPED"}},
@@ -230,7 +236,7 @@ wget -q -O - http://public.airlock.test/ || echo HTTP-FAILED`, pub),
 func (e *advEnv) submit(tc advCase) *api.Job {
 	e.t.Helper()
 	s := job.Spec{Version: 1, Network: tc.network, Resources: tc.res, Timeout: job.Duration(2 * time.Minute),
-		Steps: []job.Step{{Name: "attack", Image: tc.image, Run: tc.run}}}
+		Steps: []job.Step{{Name: "attack", Image: tc.image, User: tc.user, Run: tc.run}}}
 	return e.c.submit(s)
 }
 

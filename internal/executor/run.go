@@ -236,6 +236,7 @@ func (r *jobRun) runStep(ctx context.Context, sb sandbox.Sandbox, i int, step jo
 	started := r.e.cfg.Now()
 	res, err := sb.Run(sctx, sandbox.Step{
 		Image:     r.image(step),
+		User:      step.User,
 		Run:       step.Run,
 		Env:       env,
 		Dir:       step.Dir,

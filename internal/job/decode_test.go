@@ -33,6 +33,7 @@ func fullSpec() Spec {
 		Steps: []Step{{
 			Name:    "build",
 			Image:   "registry.example.com/go:1.22",
+			User:    "builder:staff",
 			Run:     "go build ./...\n",
 			Env:     map[string]string{"CGO_ENABLED": "0"},
 			Dir:     "src",
@@ -65,6 +66,7 @@ const fullSpecJSON = `{
     {
       "name": "build",
       "image": "registry.example.com/go:1.22",
+      "user": "builder:staff",
       "run": "go build ./...\n",
       "env": {"CGO_ENABLED": "0"},
       "dir": "src",

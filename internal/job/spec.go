@@ -38,6 +38,7 @@ type Repository struct {
 type Step struct {
 	Name    string            `json:"name,omitempty"`
 	Image   string            `json:"image,omitempty"`
+	User    string            `json:"user,omitempty"`
 	Run     string            `json:"run"`
 	Env     map[string]string `json:"env,omitempty"`
 	Dir     string            `json:"dir,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/url"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -271,6 +272,11 @@ func validateSteps(p *problems, s Spec, l Limits) {
 				p.add(sp+".image", msg)
 			}
 		}
+		if st.User != "" {
+			if msg := checkUser(st.User); msg != "" {
+				p.add(sp+".user", msg)
+			}
+		}
 		switch {
 		case strings.TrimSpace(st.Run) == "":
 			p.add(sp+".run", "is required")
@@ -433,6 +439,18 @@ func checkDir(s string) string {
 		return fmt.Sprintf("%s must be relative to the workspace", quote(s))
 	case clean == ".." || strings.HasPrefix(clean, "../"):
 		return fmt.Sprintf("%s escapes the workspace", quote(s))
+	}
+	return ""
+}
+
+// userPattern is a user as an image config names it: "uid", "uid:gid",
+// "name", "name:group" (names as useradd allows them).
+var userPattern = regexp.MustCompile(`^([0-9]{1,10}|[a-z_][a-z0-9_.-]{0,31})(:([0-9]{1,10}|[a-z_][a-z0-9_.-]{0,31}))?$`)
+
+// checkUser checks a step's user.
+func checkUser(s string) string {
+	if !userPattern.MatchString(s) {
+		return fmt.Sprintf("%s is not a user: want uid, uid:gid, name or name:group (names of lowercase letters, digits, '_', '.' and '-')", quote(s))
 	}
 	return ""
 }

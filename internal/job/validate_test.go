@@ -180,6 +180,23 @@ func TestValidate(t *testing.T) {
 			{"steps[4].image", `"alpïne" is not a valid image reference (spaces, control and non-ASCII characters are not allowed)`},
 			{"steps[5].image", "256 characters, the limit is 255"},
 		}, Limits{}},
+		{"users", func(s *Spec) {
+			s.Steps = []Step{
+				{Run: "x", User: "1000"},
+				{Run: "x", User: "1000:1000"},
+				{Run: "x", User: "builder:staff"},
+				{Run: "x", User: "root:0"},
+				{Run: "x", User: "Builder"},
+				{Run: "x", User: "1000:"},
+				{Run: "x", User: "a b"},
+				{Run: "x", User: "-u0"},
+			}
+		}, []fe{
+			{"steps[4].user", `"Builder" is not a user: want uid, uid:gid, name or name:group (names of lowercase letters, digits, '_', '.' and '-')`},
+			{"steps[5].user", `"1000:" is not a user: want uid, uid:gid, name or name:group (names of lowercase letters, digits, '_', '.' and '-')`},
+			{"steps[6].user", `"a b" is not a user: want uid, uid:gid, name or name:group (names of lowercase letters, digits, '_', '.' and '-')`},
+			{"steps[7].user", `"-u0" is not a user: want uid, uid:gid, name or name:group (names of lowercase letters, digits, '_', '.' and '-')`},
+		}, Limits{}},
 		{"run", func(s *Spec) {
 			s.Steps = []Step{{Run: ""}, {Run: " \n\t"}, {Run: strings.Repeat("x", 64<<10)}, {Run: strings.Repeat("x", 70<<10)},
 				{Run: strings.Repeat("x", 64<<10+1)}, {Run: "echo \x00"}}

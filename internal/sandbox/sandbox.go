@@ -78,10 +78,14 @@ type Sandbox interface {
 
 // Step is one command to run.
 type Step struct {
-	Image string            // image reference; ignored by the shell runtime
-	Run   string            // a script run with /bin/sh -c (`set -e` is not implied)
-	Env   map[string]string // the step's whole environment apart from what the runtime adds (HOME, PATH if unset)
-	Dir   string            // working directory relative to the workspace; "" is the workspace root
+	Image string // image reference; ignored by the shell runtime
+	// User runs the step as this user ("uid", "uid:gid", "name",
+	// "name:group", names from the image) instead of the image's; ignored
+	// by the shell runtime.
+	User string
+	Run  string            // a script run with /bin/sh -c (`set -e` is not implied)
+	Env  map[string]string // the step's whole environment apart from what the runtime adds (HOME, PATH if unset)
+	Dir  string            // working directory relative to the workspace; "" is the workspace root
 	// KillGrace is how long processes get between SIGTERM and SIGKILL when
 	// the step is interrupted. Zero means DefaultKillGrace.
 	KillGrace time.Duration

@@ -177,12 +177,20 @@ func (b *box) prepare(ctx context.Context, n int, s sandbox.Step) (*stepRun, err
 	if err != nil {
 		return st, fmt.Errorf("image %q: %w", s.Image, err)
 	}
-	user, err := resolveUser(rootfs, img.User)
+	userSpec := img.User
+	if s.User != "" {
+		userSpec = s.User
+	}
+	user, err := resolveUser(rootfs, userSpec)
 	if err != nil {
+		if s.User != "" {
+			// The job named a user its image lacks: the job's mistake.
+			return st, fmt.Errorf("%w: %w", sandbox.ErrImage, err)
+		}
 		return st, err
 	}
 	if r.ids != nil && (user.uid >= r.ids.size || user.gid >= r.ids.size) {
-		return st, fmt.Errorf("the image's user %q (%d:%d) is outside the %d IDs the user namespace maps", img.User, user.uid, user.gid, r.ids.size)
+		return st, fmt.Errorf("%w: the step's user %q (%d:%d) is outside the %d IDs the user namespace maps", sandbox.ErrImage, userSpec, user.uid, user.gid, r.ids.size)
 	}
 	env, err := stepEnv(s.Env, img.Env)
 	if err != nil {

@@ -7,7 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/airlock-run/airlock/internal/image"
 	"github.com/airlock-run/airlock/internal/job"
@@ -183,4 +187,38 @@ func coordinatorAddrs(raw string) ([]netip.Prefix, error) {
 		}
 	}
 	return out, nil
+}
+
+// lockHost makes sure this is the only executor using the host's shared
+// sandbox resources — the network namespace directory, the firewall table,
+// the cgroup parent — whose janitors would otherwise remove each other's
+// sandboxes. The lock (flock) ends with the process, however it ends.
+func (o Options) lockHost(b *Built) error {
+	dir := o.Network.NetnsDir
+	if dir == "" {
+		dir = netpolicy.DefaultNetnsDir
+	}
+	parent := o.CgroupParent
+	if parent == "" {
+		parent = oci.DefaultCgroupParent
+	}
+	name := "executor" + strings.ReplaceAll(strings.Trim(parent, "/"), "/", "-") + ".lock"
+	path := filepath.Join(filepath.Dir(dir), name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("locking the host's sandbox resources: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("locking the host's sandbox resources: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		return fmt.Errorf("another executor on this host uses its sandbox resources (%s is locked by pid %s): "+
+			"run one executor per host and raise --max-jobs", path, strings.TrimSpace(string(holder)))
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	b.closers = append(b.closers, f.Close)
+	return nil
 }

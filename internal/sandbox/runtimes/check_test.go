@@ -2,6 +2,7 @@ package runtimes
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -37,7 +38,7 @@ func enclosedOptions(t *testing.T) Options {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Options{WorkRoot: searchableDir(t), Init: init, Network: NetworkOptions{
+	return Options{WorkRoot: searchableDir(t), Init: init, CgroupParent: fmt.Sprintf("/airlock-runtimes-test-%d", os.Getpid()), Network: NetworkOptions{
 		HostNS: w.Enclosure.Path(), Resolvers: []netip.Addr{nettest.ResolverAddr},
 		NetnsDir: filepath.Join(t.TempDir(), "netns")}}
 }
@@ -112,6 +113,11 @@ func TestAutoPicksTheStrongestRuntimeAndNeverTheShell(t *testing.T) {
 	// The janitor covers the runtime, the networks and the overlays.
 	if err := b.RemoveLeftovers(context.Background(), nil); err != nil {
 		t.Errorf("RemoveLeftovers on a fresh runtime: %v", err)
+	}
+	// One executor per host: a second one would remove the first one's
+	// sandboxes as leftovers.
+	if _, err := Open(b.Name(), opts); err == nil || !strings.Contains(err.Error(), "another executor on this host") {
+		t.Errorf("a second runtime on the same host resources opened: %v", err)
 	}
 }
 

@@ -40,6 +40,10 @@ type Options struct {
 	Runsc string
 	// GVisorPlatform is the gvisor runtime's platform; "" is systrap.
 	GVisorPlatform string
+	// CgroupParent is the cgroup under which the container runtimes make
+	// the attempts' cgroups; "" is oci.DefaultCgroupParent. It belongs to
+	// one executor: its janitor removes what it finds there.
+	CgroupParent string
 	// Init is the static executable the container runtimes run as PID 1;
 	// "" is this executable (which must then be static).
 	Init string
@@ -79,7 +83,7 @@ var known = map[string]entry{
 			return nil, err
 		}
 		rt, err := oci.New(oci.Options{Root: filepath.Join(o.WorkRoot, "oci"), Binary: o.OCIBinary,
-			Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
+			CgroupParent: o.CgroupParent, Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
 		if err == nil {
 			b.janitors = append([]janitor{rt}, b.janitors...)
 			b.closers = append(b.closers, rt.Close)
@@ -96,7 +100,7 @@ var known = map[string]entry{
 			return nil, err
 		}
 		rt, err := gvisor.New(gvisor.Options{Root: filepath.Join(o.WorkRoot, "gvisor"), Runsc: o.Runsc,
-			Platform: o.GVisorPlatform, Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
+			Platform: o.GVisorPlatform, CgroupParent: o.CgroupParent, Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
 		if err == nil {
 			b.janitors = append([]janitor{rt}, b.janitors...)
 			b.closers = append(b.closers, rt.Close)
@@ -122,6 +126,9 @@ func missing(items []oci.Item) error {
 // containerParts opens what the container runtimes share: the image cache
 // and overlays, and the egress policy.
 func (o Options) containerParts(b *Built) (*rootfs.Provider, oci.NetworkFunc, error) {
+	if err := o.lockHost(b); err != nil {
+		return nil, nil, err
+	}
 	netFn, err := o.network(b)
 	if err != nil {
 		return nil, nil, err
