@@ -74,7 +74,16 @@ func newSandboxEnv(b *testing.B) *sandboxEnv {
 	}
 	b.Cleanup(func() {
 		// Registered first, so it runs last: after every overlay and
-		// runtime is gone. RemoveTree refuses to descend into a mount.
+		// runtime is gone. RemoveTree refuses to descend into a mount;
+		// what is still mounted then is the raw runsc's pinned namespace
+		// for its gofers (under its --root).
+		if mps, err := hostfs.MountsUnder(dir); err == nil {
+			for _, mp := range mps {
+				if strings.HasSuffix(mp, "/null-netns") {
+					unix.Unmount(mp, unix.MNT_DETACH)
+				}
+			}
+		}
 		if err := hostfs.RemoveTree(dir); err != nil {
 			b.Errorf("removing %s: %v", dir, err)
 		}
@@ -167,6 +176,9 @@ func newGVisorRuntime(b *testing.B, env *sandboxEnv) sandbox.Runtime {
 	b.Cleanup(func() {
 		if err := rt.RemoveLeftovers(context.Background(), nil); err != nil {
 			b.Errorf("removing leftover sandboxes: %v", err)
+		}
+		if err := rt.Close(); err != nil {
+			b.Error(err)
 		}
 		removeCgroup(b, cgParent)
 	})

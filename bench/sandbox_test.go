@@ -62,7 +62,7 @@ func sandboxKinds() []sandboxKind {
 			name: "gvisor",
 			new:  newGVisorRuntime,
 			raw: &rawRuntime{binary: runscBinary(), global: []string{"--network=none", "--platform=systrap",
-				"--host-uds=none", "--overlay2=none"}},
+				"--host-uds=none", "--host-fifo=open", "--oci-seccomp", "--overlay2=none"}},
 		},
 	}
 }
