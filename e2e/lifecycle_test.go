@@ -126,12 +126,14 @@ func TestUpRunsTheDemoInTheStrongestSandbox(t *testing.T) {
 	}
 	// The data directory must be reachable from the sandboxes' user
 	// namespace (t.TempDir's parents are mode 0700).
-	dataDir, err := os.MkdirTemp("", "airlock-e2e-up-")
+	parent, err := os.MkdirTemp("", "airlock-e2e-up-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(dataDir, 0o755)
-	defer os.RemoveAll(dataDir)
+	os.Chmod(parent, 0o755)
+	defer os.RemoveAll(parent)
+	// up creates the data directory itself, with the mode the sandboxes need.
+	dataDir := filepath.Join(parent, "data")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// In an enclosed test network: the egress policy changes the network

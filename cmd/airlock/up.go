@@ -40,8 +40,16 @@ Ctrl-C stops cleanly: the executor drains, then the coordinator stops.`,
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 			defer signal.Stop(sigs)
 
-			if err := os.MkdirAll(coord.DataDir, 0o700); err != nil {
+			// Mode 0711: the sandboxes reach their mounts under the work
+			// directory inside it from a user namespace; nothing in it can be
+			// listed, and the database and tokens are mode 0600.
+			if err := os.MkdirAll(coord.DataDir, 0o711); err != nil {
 				return exitf(exitSystem, "creating --data-dir: %v", err)
+			}
+			if exec.Runtime != "shell" {
+				if err := os.Chmod(coord.DataDir, 0o711); err != nil {
+					return exitf(exitSystem, "--data-dir: %v", err)
+				}
 			}
 			clientToken, err := ensureToken(coord.DataDir, "client-token", "alc_")
 			if err != nil {
