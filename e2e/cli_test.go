@@ -84,3 +84,32 @@ func TestClientWithoutATokenIsToldWhereToPutOne(t *testing.T) {
 		t.Errorf("wrong token: exit %d, stderr %q; want 2 saying the token was refused", code, stderr)
 	}
 }
+
+func TestExecutorValidateAndInstallReportEveryRuntime(t *testing.T) {
+	t.Parallel()
+	// validate of a runtime that cannot run exits 2 with what is missing.
+	out, _, code := runCLIWithEnv(t, nil, "executor", "validate", "--runtime", "oci", "--work-dir", t.TempDir())
+	if code != 2 || !strings.Contains(out, "NOT READY") || !strings.Contains(out, "MISSING") {
+		t.Errorf("validate of oci under a mode-0700 work dir: exit %d, output:\n%s", code, out)
+	}
+	out, _, code = runCLIWithEnv(t, nil, "executor", "validate", "--json")
+	if code != 0 {
+		t.Fatalf("validate --json exited %d:\n%s", code, out)
+	}
+	for _, want := range []string{`"runtime": "gvisor"`, `"runtime": "oci"`, `"runtime": "shell"`, `"egress: nftables"`, `"overlayfs"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate --json lacks %s:\n%s", want, out)
+		}
+	}
+	// install --dry-run changes nothing and says what it would do.
+	out, errOut, code := runCLIWithEnv(t, nil, "executor", "install", "--dry-run")
+	if code != 0 {
+		t.Fatalf("install --dry-run exited %d: %s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "packages: all installed") && !strings.Contains(out, "apt-get install") {
+		t.Errorf("install --dry-run says nothing about packages:\n%s", out)
+	}
+	if !strings.Contains(out, "gvisor: runsc is installed and usable") && !strings.Contains(out, "gvisor.dev/gvisor/runsc@") {
+		t.Errorf("install --dry-run says nothing about runsc:\n%s", out)
+	}
+}

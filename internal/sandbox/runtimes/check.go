@@ -1,6 +1,7 @@
 package runtimes
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func Check(opts Options) []Report {
 	var shared []Item
 	containerItems := func() []Item {
 		if shared == nil {
-			shared = append(shared, overlayItem())
+			shared = append(shared, workDirItem(opts.WorkRoot), overlayItem())
 			nopts, err := opts.networkOptions()
 			if err != nil {
 				shared = append(shared, Item{Name: "egress policy", Detail: err.Error()})
@@ -70,6 +71,28 @@ func Check(opts Options) []Report {
 		out = append(out, r)
 	}
 	return out
+}
+
+// workDirItem reports whether the directories above the work directory
+// let containers reach their mounts from a user namespace (the executor
+// makes the work directory itself mode 0711).
+func workDirItem(dir string) Item {
+	it := Item{Name: "work directory", OK: true, Detail: dir}
+	if dir == "" {
+		return it
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return Item{Name: "work directory", Detail: err.Error()}
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			return Item{Name: "work directory", Detail: fmt.Sprintf("%s is mode %v: every directory above the work directory must be searchable by others (chmod o+x), since containers reach their mounts from a user namespace", p, fi.Mode().Perm())}
+		}
+		if p == "/" {
+			return it
+		}
+	}
 }
 
 // overlayItem reports whether the kernel has overlayfs, which the image
