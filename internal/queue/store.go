@@ -97,8 +97,26 @@ type Store interface {
 	// Executors returns what each executor last reported, most recent first.
 	Executors(ctx context.Context) ([]ExecutorInfo, error)
 
+	// PutRepository registers a repository, or replaces the registration
+	// of that name (keeping its CreatedAt). The remote must already be
+	// validated (job.ValidateRemote).
+	PutRepository(ctx context.Context, r job.Remote) (*Repository, error)
+	// Repository returns a registration; ErrNotFound if there is none.
+	Repository(ctx context.Context, name string) (*Repository, error)
+	// Repositories lists the registrations by name.
+	Repositories(ctx context.Context) ([]Repository, error)
+	// DeleteRepository removes a registration; ErrNotFound if there is none.
+	DeleteRepository(ctx context.Context, name string) error
+
 	// Close releases the store's resources.
 	Close() error
+}
+
+// Repository is a repository registered on the coordinator.
+type Repository struct {
+	job.Remote
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Job is a job as the store holds it.

@@ -84,6 +84,7 @@ func Exercise(t *testing.T, open func(t *testing.T, clock *Clock) queue.Store) {
 		{"Log", logCases},
 		{"List", listCases},
 		{"Context", contextCases},
+		{"Repository", repositoryCases},
 		{"Concurrency", concurrencyCases},
 	}
 	for _, g := range groups {

@@ -85,6 +85,17 @@ DROP TABLE log_chunks;
 	`
 ALTER TABLE attempts ADD COLUMN egress_denied INTEGER NOT NULL DEFAULT 0;
 `,
+
+	// 4: repositories registered on the coordinator (no credential values:
+	// those are coordinator secrets, named in remote).
+	`
+CREATE TABLE repositories (
+	name       TEXT    PRIMARY KEY,
+	remote     TEXT    NOT NULL, -- job.Remote as JSON
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+) STRICT;
+`,
 }
 
 // migrationCode holds Go code that runs in a migration's transaction before
