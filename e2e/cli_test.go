@@ -113,3 +113,31 @@ func TestExecutorValidateAndInstallReportEveryRuntime(t *testing.T) {
 		t.Errorf("install --dry-run says nothing about runsc:\n%s", out)
 	}
 }
+
+func TestReposVerbsRegisterListShowAndRemove(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{extraEnv: []string{"AIRLOCK_SECRET_GIT_TOKEN=ghp_e2e-secret-token-value"}})
+	out, errOut, code := c.cli("repos", "add", "acme/api", "https://git.example.com/acme/api.git", "--token-secret", "GIT_TOKEN")
+	if code != 0 || !strings.Contains(out, "repository acme/api registered") {
+		t.Fatalf("repos add: exit %d: %s%s", code, out, errOut)
+	}
+	if _, errOut, code := c.cli("repos", "add", "acme/bad", "https://git.example.com/x", "--token-secret", "NOT_CONFIGURED"); code != 2 ||
+		!strings.Contains(errOut, "NOT_CONFIGURED") {
+		t.Errorf("repos add with an unknown secret: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := c.cli("repos", "add", "acme/bad", "https://user:pw@git.example.com/x"); code != 2 || !strings.Contains(errOut, "url") {
+		t.Errorf("repos add with credentials in the URL: exit %d: %s", code, errOut)
+	}
+	for _, args := range [][]string{{"repos", "list"}, {"repos", "show", "acme/api"}, {"repos", "list", "--json"}} {
+		out, errOut, code := c.cli(args...)
+		if code != 0 || !strings.Contains(out, "acme/api") || !strings.Contains(out, "GIT_TOKEN") || strings.Contains(out, "ghp_e2e-secret-token-value") {
+			t.Errorf("%v: exit %d: %s%s", args, code, out, errOut)
+		}
+	}
+	if out, errOut, code := c.cli("repos", "remove", "acme/api"); code != 0 || !strings.Contains(out, "removed") {
+		t.Errorf("repos remove: exit %d: %s%s", code, out, errOut)
+	}
+	if _, _, code := c.cli("repos", "show", "acme/api"); code != 2 {
+		t.Errorf("repos show after removal: exit %d, want 2", code)
+	}
+}

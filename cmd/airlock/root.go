@@ -60,6 +60,7 @@ secrets are read from the environment or from files, never from flags.`,
 		newCancelCommand(),
 		newRetryCommand(),
 		newExecutorsCommand(),
+		newReposCommand(),
 		newVersionCommand(),
 	)
 	annotateEnvTwins(root)

@@ -289,6 +289,50 @@ func (c *Client) Executors(ctx context.Context) (*ExecutorList, error) {
 	return &out, nil
 }
 
+// PutRepository registers a repository (or replaces its registration).
+func (c *Client) PutRepository(ctx context.Context, r job.Remote) (*Repository, error) {
+	var out Repository
+	if err := c.doJSON(ctx, http.MethodPut, repositoryPath(r.Name), nil, c.token, r, &out); err != nil {
+		return nil, fmt.Errorf("registering repository %q: %w", r.Name, err)
+	}
+	return &out, nil
+}
+
+// Repository returns one registered repository.
+func (c *Client) Repository(ctx context.Context, name string) (*Repository, error) {
+	var out Repository
+	if err := c.doJSON(ctx, http.MethodGet, repositoryPath(name), nil, c.token, nil, &out); err != nil {
+		return nil, fmt.Errorf("reading repository %q: %w", name, err)
+	}
+	return &out, nil
+}
+
+// Repositories lists the registered repositories.
+func (c *Client) Repositories(ctx context.Context) (*RepositoryList, error) {
+	var out RepositoryList
+	if err := c.doJSON(ctx, http.MethodGet, "/repositories", nil, c.token, nil, &out); err != nil {
+		return nil, fmt.Errorf("listing repositories: %w", err)
+	}
+	return &out, nil
+}
+
+// DeleteRepository removes a registration.
+func (c *Client) DeleteRepository(ctx context.Context, name string) error {
+	if err := c.doJSON(ctx, http.MethodDelete, repositoryPath(name), nil, c.token, nil, nil); err != nil {
+		return fmt.Errorf("removing repository %q: %w", name, err)
+	}
+	return nil
+}
+
+// repositoryPath escapes each segment of a repository name.
+func repositoryPath(name string) string {
+	segs := strings.Split(name, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "/repositories/" + strings.Join(segs, "/")
+}
+
 // Log-follow reconnection.
 const (
 	logRetries    = 10 // consecutive failed reconnections before Logs gives up

@@ -28,6 +28,10 @@ const Prefix = "/api/v1"
 //	POST /api/v1/jobs/{id}/cancel           → Job
 //	POST /api/v1/jobs/{id}/retry            → Job
 //	GET  /api/v1/executors                  → ExecutorList
+//	GET  /api/v1/repositories               → RepositoryList
+//	PUT  /api/v1/repositories/{name}        job.Remote → Repository
+//	GET  /api/v1/repositories/{name}        → Repository
+//	DELETE /api/v1/repositories/{name}      → 204
 //
 // Executor routes (executor token):
 //
@@ -91,6 +95,15 @@ type Attempt struct {
 type JobList struct {
 	Jobs       []Job  `json:"jobs"`
 	NextCursor string `json:"nextCursor,omitempty"`
+}
+
+// Repository is a repository registered on the coordinator. Its credential
+// names a coordinator secret; the secret's value is never returned.
+type Repository = queue.Repository
+
+// RepositoryList lists the registered repositories by name.
+type RepositoryList struct {
+	Repositories []Repository `json:"repositories"`
 }
 
 // ExecutorList lists the executors that have been seen.

@@ -74,6 +74,10 @@ func (s *Server) routes() http.Handler {
 	handle("POST "+p+"/jobs/{id}/cancel", kindClient, s.handleCancel)
 	handle("POST "+p+"/jobs/{id}/retry", kindClient, s.handleRetry)
 	handle("GET "+p+"/executors", kindClient, s.handleExecutors)
+	handle("GET "+p+"/repositories", kindClient, s.handleListRepositories)
+	handle("PUT "+p+"/repositories/{name...}", kindClient, s.handlePutRepository)
+	handle("GET "+p+"/repositories/{name...}", kindClient, s.handleGetRepository)
+	handle("DELETE "+p+"/repositories/{name...}", kindClient, s.handleDeleteRepository)
 
 	handle("POST "+p+"/executor/claim", kindExecutor, s.handleClaim)
 	handle("POST "+p+"/executor/heartbeat", kindExecutor, s.handleHeartbeat)
