@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlock-run/airlock/internal/coordinator"
+	"github.com/airlock-run/airlock/internal/gitmirror"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
 	"github.com/airlock-run/airlock/internal/queue/sqlite"
@@ -103,8 +104,13 @@ func runCoordinator(ctx context.Context, log *slog.Logger, cfg coordinatorConfig
 		return err
 	}
 	defer store.Close()
+	mirrors, err := gitmirror.New(gitmirror.Options{Root: filepath.Join(cfg.DataDir, "mirrors"), Logger: log})
+	if err != nil {
+		return exitf(exitSystem, "repository mirrors: %v", err)
+	}
 	srv, err := coordinator.New(coordinator.Config{
 		Store:             store,
+		Mirrors:           mirrors,
 		ClientTokens:      clientTokens,
 		ExecutorTokens:    executorTokens,
 		Secrets:           secrets,

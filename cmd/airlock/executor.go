@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlock-run/airlock/internal/api"
+	"github.com/airlock-run/airlock/internal/checkout"
 	"github.com/airlock-run/airlock/internal/executor"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox/runtimes"
@@ -41,6 +42,7 @@ type executorConfig struct {
 	DefaultImage   string
 	ImageCache     string
 	ImageCacheSize byteSizeFlag
+	RepoCacheSize  byteSizeFlag
 	Mirrors        []string
 	PlainHTTP      []string
 	DockerConfig   string
@@ -99,6 +101,8 @@ func (c *executorConfig) register(cmd *cobra.Command, withConnection bool) {
 	f.StringVar(&c.ImageCache, "image-cache", "", "image cache directory (default: WORK-DIR/images)")
 	c.ImageCacheSize = byteSizeFlag(20 << 30)
 	f.Var(&c.ImageCacheSize, "image-cache-size", "most disk the unpacked image layers may use; least recently used images are evicted")
+	c.RepoCacheSize = byteSizeFlag(20 << 30)
+	f.Var(&c.RepoCacheSize, "repo-cache-size", "most disk the repository cache may use; least recently used repositories are evicted")
 	f.StringSliceVar(&c.Mirrors, "registry-mirror", nil, "REGISTRY=MIRROR: try MIRROR before REGISTRY (repeat)")
 	f.StringSliceVar(&c.PlainHTTP, "insecure-registry", nil, "registry host spoken to over plain HTTP (repeat)")
 	f.StringVar(&c.DockerConfig, "docker-config", "", "Docker config.json with default registry credentials (jobs may bring their own in the DOCKER_AUTH_CONFIG secret)")
@@ -245,7 +249,14 @@ func runExecutor(ctx context.Context, log *slog.Logger, cfg executorConfig, c *a
 		return exitf(exitUsage, "--runtime %s: %v", cfg.Runtime, err)
 	}
 	defer rt.Close()
+	repos, err := checkout.New(checkout.Options{Root: filepath.Join(cfg.WorkDir, "repos"), MaxBytes: int64(cfg.RepoCacheSize), Logger: log})
+	if err != nil {
+		return exitf(exitUsage, "repository cache: %v", err)
+	}
+	defer repos.Close()
 	xcfg := executor.Config{
+		Repositories:     repos,
+		CoordinatorURL:   cfg.URL,
 		Name:             cfg.Name,
 		Version:          buildVersion(),
 		Queues:           cfg.Queues,

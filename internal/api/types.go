@@ -42,6 +42,9 @@ const Prefix = "/api/v1"
 //
 //	POST /api/v1/attempts/{jobID}/{attempt}/logs?offset=N   raw bytes → AppendLogResponse
 //	POST /api/v1/attempts/{jobID}/{attempt}/finish          FinishRequest → Job
+//	GET  /api/v1/attempts/{jobID}/{attempt}/git/{name}.git/info/refs?service=git-upload-pack
+//	POST /api/v1/attempts/{jobID}/{attempt}/git/{name}.git/git-upload-pack
+//	     the job's repository, read-only (git smart HTTP), for this job's repository only
 //
 // Unauthenticated: GET /healthz, GET /readyz.
 

@@ -69,6 +69,10 @@ type Params struct {
 	// Sparse, if not empty, checks out only these directories (cone mode)
 	// and the files at the top level.
 	Sparse []string
+	// CacheKey names the repository in the cache; "" is the URL. The
+	// coordinator's endpoint has a URL per attempt, so the executor keys
+	// its repositories by coordinator and repository name instead.
+	CacheKey string
 }
 
 // ParamsFor returns the Params of a job's repository, to be fetched from
@@ -309,7 +313,11 @@ func (p Params) validate() (string, string, error) {
 	norm.Host = strings.ToLower(u.Host)
 	norm.Path = strings.TrimSuffix(u.Path, "/")
 	norm.RawPath = ""
-	sum := sha256.Sum256([]byte(norm.String()))
+	key := norm.String()
+	if p.CacheKey != "" {
+		key = "key:" + p.CacheKey
+	}
+	sum := sha256.Sum256([]byte(key))
 	return u.String(), hex.EncodeToString(sum[:16]), nil
 }
 

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"github.com/airlock-run/airlock/internal/gitmirror"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -43,6 +44,10 @@ type Config struct {
 	// Secrets maps a name a spec may list in spec.secrets to its value; the
 	// values go only to the executor that claims such a job.
 	Secrets map[string]string
+
+	// Mirrors keeps the registered repositories' mirrors and serves them to
+	// executors; nil serves no repositories.
+	Mirrors *gitmirror.Mirrors
 
 	// Limits bound submitted specs; zero means job.DefaultLimits().
 	Limits job.Limits

@@ -84,6 +84,8 @@ func (s *Server) routes() http.Handler {
 
 	handle("POST "+p+"/attempts/{jobID}/{attempt}/logs", kindJob, s.handleAppendLog)
 	handle("POST "+p+"/attempts/{jobID}/{attempt}/finish", kindJob, s.handleFinish)
+	handle("GET "+p+"/attempts/{jobID}/{attempt}/git/{path...}", kindJob, s.handleGit)
+	handle("POST "+p+"/attempts/{jobID}/{attempt}/git/{path...}", kindJob, s.handleGit)
 
 	handle("GET /metrics", kindClient, s.metrics.handler().ServeHTTP)
 	mux.Handle("GET /healthz", s.instrument("GET /healthz", http.HandlerFunc(s.handleHealthz)))

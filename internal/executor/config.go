@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/airlock-run/airlock/internal/checkout"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
 )
@@ -25,6 +26,13 @@ import (
 type ImagePuller interface {
 	Pull(ctx context.Context, sandbox, ref, dockerAuth string) (digest string, err error)
 	Release(sandbox string) error
+}
+
+// RepositoryCheckout puts a repository at a commit into a workspace; see
+// internal/checkout. An error wrapping checkout.ErrCommitNotFound fails the
+// job; any other is the system's.
+type RepositoryCheckout interface {
+	Checkout(ctx context.Context, p checkout.Params) (checkout.Result, error)
 }
 
 // DockerAuthSecret is the job secret that carries the job's registry
@@ -115,6 +123,13 @@ type Config struct {
 	// DefaultImage is the image of a step that names none. When Images is
 	// set and DefaultImage is "", such a step fails its job.
 	DefaultImage string
+
+	// Repositories checks a job's repository out into the workspace before
+	// the first step; nil fails the jobs that name one.
+	Repositories RepositoryCheckout
+	// CoordinatorURL is the coordinator's base URL, whose git endpoint
+	// serves the jobs' registered repositories.
+	CoordinatorURL string
 
 	// DefaultResources fill in what a job's spec leaves zero.
 	DefaultResources job.Resources

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/airlock-run/airlock/internal/api"
+	"github.com/airlock-run/airlock/internal/checkout"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/joblog"
 	"github.com/airlock-run/airlock/internal/queue"
@@ -170,6 +171,9 @@ func (r *jobRun) run(ctx context.Context) (fin api.FinishRequest) {
 	}
 	defer r.closeSandbox(ctx, sb)
 
+	if fin, done := r.checkout(ctx, sb.WorkDir(), spec, timeout); done {
+		return fin
+	}
 	if fin, done := r.pullImages(ctx, spec, timeout); done {
 		return fin
 	}
@@ -325,6 +329,49 @@ func (r *jobRun) interrupted(ctx context.Context, step string, jobTimeout time.D
 			Message: "attempt lost" + in}
 	}
 	return systemError(fmt.Sprintf("interrupted%s: %v", in, cause))
+}
+
+// checkout puts the job's repository into the workspace, fetched from the
+// coordinator's git endpoint with the attempt's job token (which appears
+// nowhere in the workspace); done reports that the job ends with fin.
+func (r *jobRun) checkout(ctx context.Context, dir string, spec job.Spec, timeout time.Duration) (fin api.FinishRequest, done bool) {
+	repo := spec.Repository
+	if repo == nil {
+		return api.FinishRequest{}, false
+	}
+	fail := func(msg string) (api.FinishRequest, bool) {
+		r.printf("==> %s\n", msg)
+		return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonCheckout, Message: msg}, true
+	}
+	switch {
+	case repo.Name == "":
+		return fail("repository.url checkouts are not supported by this executor yet: register the repository on the coordinator (airlock repos add) and name it")
+	case r.e.cfg.Repositories == nil || r.e.cfg.CoordinatorURL == "":
+		r.printf("==> this executor has no repository checkout configured\n")
+		return systemError("this executor has no repository checkout configured"), true
+	}
+	url := fmt.Sprintf("%s%s/attempts/%d/%d/git/%s.git", strings.TrimSuffix(r.e.cfg.CoordinatorURL, "/"), api.Prefix,
+		r.ref.JobID, r.ref.Attempt, repo.Name)
+	p := checkout.ParamsFor(dir, url, r.claim.Token, *repo)
+	p.CacheKey = r.e.cfg.CoordinatorURL + "#" + repo.Name
+	r.printf("==> checking out %s at %s\n", repo.Name, repo.Commit)
+	res, err := r.e.cfg.Repositories.Checkout(ctx, p)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return r.interrupted(ctx, "", timeout), true
+	case errors.Is(err, checkout.ErrCommitNotFound):
+		return fail(fmt.Sprintf("repository %s has no commit %s", repo.Name, repo.Commit))
+	default:
+		r.printf("==> checking out %s failed: %v\n", repo.Name, err)
+		return systemError(fmt.Sprintf("checking out %s: %v", repo.Name, err)), true
+	}
+	how := "from the executor's cache"
+	if res.Fetched {
+		how = "fetched " + round(res.FetchTime).String()
+	}
+	r.printf("==> checked out %s at %s (%s, checkout %s)\n", repo.Name, repo.Commit, how, round(res.CheckoutTime))
+	return api.FinishRequest{}, false
 }
 
 // image is the image step runs in: its own, or the executor's default.

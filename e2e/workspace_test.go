@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"bytes"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlock-run/airlock/internal/job"
+	"github.com/airlock-run/airlock/internal/testenv"
+)
+
+// gitUpstream is a repository with two commits served over loopback HTTP by
+// git http-backend, standing in for a real remote; it returns its URL and
+// commits.
+func gitUpstream(t *testing.T) (url string, commits []string) {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		testenv.Missing(t, "git", err)
+	}
+	root := t.TempDir()
+	work := filepath.Join(root, "work")
+	os.Mkdir(work, 0o755)
+	run := func(args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = work
+		cmd.Env = append(os.Environ(), "HOME="+root, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+			"GIT_AUTHOR_NAME=T", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=T", "GIT_COMMITTER_EMAIL=t@example.com")
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("git %v: %v: %s", args, err, errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	run("init", "-q", "-b", "main")
+	os.WriteFile(filepath.Join(work, "README"), []byte("first version\n"), 0o644)
+	run("add", "README")
+	run("commit", "-q", "-m", "one")
+	c1 := run("rev-parse", "HEAD")
+	os.WriteFile(filepath.Join(work, "README"), []byte("second version\n"), 0o644)
+	run("commit", "-q", "-am", "two")
+	c2 := run("rev-parse", "HEAD")
+	run("clone", "-q", "--bare", ".", filepath.Join(root, "upstream.git"))
+	execPath := run("--exec-path")
+	srv := httptest.NewServer(&cgi.Handler{Path: filepath.Join(execPath, "git-http-backend"),
+		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}})
+	t.Cleanup(srv.Close)
+	return srv.URL + "/upstream.git", []string{c1, c2}
+}
+
+func TestAJobStartsWithItsRepositoryAtItsCommit(t *testing.T) {
+	t.Parallel()
+	url, commits := gitUpstream(t)
+	c := newCluster(t, clusterOpts{})
+	c.startExecutor(2)
+	if out, errOut, code := c.cli("repos", "add", "acme/api", url); code != 0 {
+		t.Fatalf("repos add: %d %s%s", code, out, errOut)
+	}
+
+	// The older commit, so that a checkout of the branch tip would show.
+	spec := shellSpec(`git log -1 --format=commit=%H; cat README; echo "--- .git/config"; cat .git/config; echo "--- env"; env`)
+	spec.Repository = &job.Repository{Name: "acme/api", Commit: commits[0]}
+	j := c.submit(spec)
+	got := c.waitJob(j.ID, time.Minute)
+	log := c.logOf(j.ID)
+	if got.State != job.StateSucceeded {
+		t.Fatalf("job ended %s/%s (%s):\n%s", got.State, got.Reason, got.Message, log)
+	}
+	for _, want := range []string{"commit=" + commits[0], "first version", "==> checked out acme/api at " + commits[0]} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	// The attempt's job token is nowhere the step could read it.
+	for _, leak := range []string{"alj_", "Bearer", "extraHeader"} {
+		if strings.Contains(log, leak) {
+			t.Errorf("the step could read %q:\n%s", leak, log)
+		}
+	}
+
+	// A commit the remote lacks fails the job, once, saying so.
+	spec.Repository.Commit = strings.Repeat("0", 39) + "1"
+	j = c.submit(spec)
+	got = c.waitJob(j.ID, time.Minute)
+	if got.State != job.StateFailed || got.Reason != job.ReasonCheckout || !strings.Contains(got.Message, "has no commit "+spec.Repository.Commit) {
+		t.Errorf("a missing commit: job ended %s/%s (%s), want failed/checkout", got.State, got.Reason, got.Message)
+	}
+}
