@@ -75,6 +75,17 @@ func TestOverTLSExecutorsAndClientsTrustTheGivenCA(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "tick 3") {
 		t.Fatalf("submit --follow over TLS: exit %d\n%s\n%s", code, out, stderr)
 	}
+	// The executor checks a registered repository out over TLS too.
+	upstream, commits := gitUpstream(t)
+	if out, stderr, code := runCLIWithEnv(t, env, "repos", "add", "acme/api", upstream, "--ca-file", cert); code != 0 {
+		t.Fatalf("repos add over TLS: exit %d\n%s\n%s", code, out, stderr)
+	}
+	spec := filepath.Join(dir, "repo.yaml")
+	os.WriteFile(spec, []byte("version: 1\nrepository: {name: acme/api, commit: "+commits[1]+"}\nsteps:\n  - run: cat README\n"), 0o644)
+	out, stderr, code = runCLIWithEnv(t, env, "submit", spec, "--follow", "--ca-file", cert)
+	if code != 0 || !strings.Contains(out, "second version") {
+		t.Fatalf("a job with a repository over TLS: exit %d\n%s\n%s", code, out, stderr)
+	}
 	// Without the CA, the client refuses the coordinator's certificate.
 	_, stderr, code = runCLIWithEnv(t, env, "jobs")
 	if code != 5 || !regexp.MustCompile(`certificate`).MatchString(stderr) {

@@ -249,7 +249,8 @@ func runExecutor(ctx context.Context, log *slog.Logger, cfg executorConfig, c *a
 		return exitf(exitUsage, "--runtime %s: %v", cfg.Runtime, err)
 	}
 	defer rt.Close()
-	repos, err := checkout.New(checkout.Options{Root: filepath.Join(cfg.WorkDir, "repos"), MaxBytes: int64(cfg.RepoCacheSize), Logger: log})
+	repos, err := checkout.New(checkout.Options{Root: filepath.Join(cfg.WorkDir, "repos"), MaxBytes: int64(cfg.RepoCacheSize),
+		CAFile: cfg.CAFile, Logger: log})
 	if err != nil {
 		return exitf(exitUsage, "repository cache: %v", err)
 	}

@@ -41,7 +41,11 @@ type Options struct {
 	// repository larger than MaxBytes stays cached until another is used.
 	MaxBytes int64
 	// Git is the git program; empty means "git" found in PATH.
-	Git    string
+	Git string
+	// CAFile is a PEM file of the CA that signed the coordinator's
+	// certificate, for a coordinator with a private CA; "" uses the
+	// system's roots.
+	CAFile string
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -131,6 +135,13 @@ const semAll = 1 << 20
 
 // New opens the cache at opts.Root.
 func New(opts Options) (*Cache, error) {
+	if opts.CAFile != "" {
+		abs, err := filepath.Abs(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("checkout: CA file: %w", err)
+		}
+		opts.CAFile = abs
+	}
 	if opts.Root == "" {
 		return nil, errors.New("checkout cache: no root directory")
 	}

@@ -151,6 +151,9 @@ func (c *Cache) gitEnv(extra [][2]string) []string {
 		}
 	}
 	cfg := append(append([][2]string(nil), hardening...), extra...)
+	if c.opts.CAFile != "" {
+		env = append(env, "GIT_SSL_CAINFO="+c.opts.CAFile)
+	}
 	env = append(env, "GIT_CONFIG_COUNT="+strconv.Itoa(len(cfg)))
 	for i, kv := range cfg {
 		n := strconv.Itoa(i)
