@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -90,5 +91,47 @@ func TestAJobStartsWithItsRepositoryAtItsCommit(t *testing.T) {
 	got = c.waitJob(j.ID, time.Minute)
 	if got.State != job.StateFailed || got.Reason != job.ReasonCheckout || !strings.Contains(got.Message, "has no commit "+spec.Repository.Commit) {
 		t.Errorf("a missing commit: job ended %s/%s (%s), want failed/checkout", got.State, got.Reason, got.Message)
+	}
+}
+
+func TestArtifactsComeBackWithTheirModes(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startExecutor(1)
+	spec := shellSpec(`mkdir -p out/sub logs; echo report > out/report.txt; printf '#!/bin/sh\necho hi\n' > out/sub/run.sh
+chmod 755 out/sub/run.sh; echo noise > logs/debug.log; ln -s /etc/passwd out/escape`)
+	spec.Artifacts = []string{"out/**", "missing/*.txt"}
+	j := c.submit(spec)
+	got := c.waitJob(j.ID, time.Minute)
+	log := c.logOf(j.ID)
+	if got.State != job.StateSucceeded {
+		t.Fatalf("job ended %s/%s (%s):\n%s", got.State, got.Reason, got.Message, log)
+	}
+	for _, want := range []string{`artifacts: "missing/*.txt" matched nothing`, "skipped out/escape", "uploaded 2 artifact files"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	out, errOut, code := c.cli("artifacts", fmt.Sprint(j.ID))
+	if code != 0 || !strings.Contains(out, "ATTEMPT") || !strings.Contains(out, "\n1 ") {
+		t.Fatalf("artifacts list: exit %d: %s%s", code, out, errOut)
+	}
+	dir := t.TempDir()
+	if out, errOut, code := c.cli("artifacts", fmt.Sprint(j.ID), "--extract", dir); code != 0 || !strings.Contains(out, "extracted 2 files") {
+		t.Fatalf("artifacts --extract: exit %d: %s%s", code, out, errOut)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "out/report.txt")); err != nil || string(b) != "report\n" {
+		t.Errorf("out/report.txt: %q, %v", b, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "out/sub/run.sh")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("out/sub/run.sh: %v, %v; want mode 0755", fi, err)
+	}
+	for _, absent := range []string{"logs/debug.log", "out/escape"} {
+		if _, err := os.Lstat(filepath.Join(dir, absent)); !os.IsNotExist(err) {
+			t.Errorf("%s was collected (%v)", absent, err)
+		}
+	}
+	if _, _, code := c.cli("artifacts", fmt.Sprint(j.ID), "--attempt", "7", "-o", filepath.Join(dir, "x.tgz")); code != 2 {
+		t.Errorf("artifacts of an attempt without any: exit %d, want 2", code)
 	}
 }

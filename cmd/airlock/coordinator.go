@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/airlock-run/airlock/internal/blobstore/dirstore"
 	"github.com/airlock-run/airlock/internal/coordinator"
 	"github.com/airlock-run/airlock/internal/gitmirror"
 	"github.com/airlock-run/airlock/internal/job"
@@ -108,9 +109,15 @@ func runCoordinator(ctx context.Context, log *slog.Logger, cfg coordinatorConfig
 	if err != nil {
 		return exitf(exitSystem, "repository mirrors: %v", err)
 	}
+	blobs, err := dirstore.Open(filepath.Join(cfg.DataDir, "blobs"), dirstore.Options{})
+	if err != nil {
+		return exitf(exitSystem, "blob store: %v", err)
+	}
+	defer blobs.Close()
 	srv, err := coordinator.New(coordinator.Config{
 		Store:             store,
 		Mirrors:           mirrors,
+		Blobs:             blobs,
 		ClientTokens:      clientTokens,
 		ExecutorTokens:    executorTokens,
 		Secrets:           secrets,

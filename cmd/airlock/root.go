@@ -61,6 +61,7 @@ secrets are read from the environment or from files, never from flags.`,
 		newRetryCommand(),
 		newExecutorsCommand(),
 		newReposCommand(),
+		newArtifactsCommand(),
 		newVersionCommand(),
 	)
 	annotateEnvTwins(root)

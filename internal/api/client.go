@@ -289,6 +289,49 @@ func (c *Client) Executors(ctx context.Context) (*ExecutorList, error) {
 	return &out, nil
 }
 
+// UploadArtifacts stores attempt ref's artifacts (a gzip-compressed tar),
+// authenticated by the attempt's job token. Too large is ErrTooLarge.
+func (c *Client) UploadArtifacts(ctx context.Context, token string, ref queue.AttemptRef, body io.Reader) (*Artifact, error) {
+	path := fmt.Sprintf("/attempts/%d/%d/artifacts", ref.JobID, ref.Attempt)
+	resp, err := c.do(ctx, http.MethodPut, path, nil, token, body, "application/gzip")
+	if err != nil {
+		var se *StatusError
+		if errors.As(err, &se) && se.Err.Code == CodeTooLarge {
+			se.wrapped = []error{ErrTooLarge}
+		}
+		return nil, fmt.Errorf("uploading artifacts of job %d attempt %d: %w", ref.JobID, ref.Attempt, err)
+	}
+	var out Artifact
+	if err := decodeBody(resp, &out); err != nil {
+		return nil, fmt.Errorf("uploading artifacts of job %d attempt %d: %w", ref.JobID, ref.Attempt, err)
+	}
+	return &out, nil
+}
+
+// Artifacts lists a job's artifacts by attempt.
+func (c *Client) Artifacts(ctx context.Context, id int64) (*ArtifactList, error) {
+	var out ArtifactList
+	if err := c.doJSON(ctx, http.MethodGet, fmt.Sprintf("/jobs/%d/artifacts", id), nil, c.token, nil, &out); err != nil {
+		return nil, fmt.Errorf("listing artifacts of job %d: %w", id, err)
+	}
+	return &out, nil
+}
+
+// DownloadArtifacts copies an attempt's artifacts (a gzip-compressed tar) to
+// w and returns the bytes written.
+func (c *Client) DownloadArtifacts(ctx context.Context, id int64, attempt int, w io.Writer) (int64, error) {
+	resp, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/jobs/%d/artifacts/%d", id, attempt), nil, c.token, nil, "")
+	if err != nil {
+		return 0, fmt.Errorf("downloading artifacts of job %d attempt %d: %w", id, attempt, err)
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("downloading artifacts of job %d attempt %d: %w", id, attempt, err)
+	}
+	return n, nil
+}
+
 // PutRepository registers a repository (or replaces its registration).
 func (c *Client) PutRepository(ctx context.Context, r job.Remote) (*Repository, error) {
 	var out Repository

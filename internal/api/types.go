@@ -28,6 +28,8 @@ const Prefix = "/api/v1"
 //	POST /api/v1/jobs/{id}/cancel           → Job
 //	POST /api/v1/jobs/{id}/retry            → Job
 //	GET  /api/v1/executors                  → ExecutorList
+//	GET  /api/v1/jobs/{id}/artifacts        → ArtifactList
+//	GET  /api/v1/jobs/{id}/artifacts/{attempt}  → application/gzip (a tar)
 //	GET  /api/v1/repositories               → RepositoryList
 //	PUT  /api/v1/repositories/{name}        job.Remote → Repository
 //	GET  /api/v1/repositories/{name}        → Repository
@@ -42,6 +44,7 @@ const Prefix = "/api/v1"
 //
 //	POST /api/v1/attempts/{jobID}/{attempt}/logs?offset=N   raw bytes → AppendLogResponse
 //	POST /api/v1/attempts/{jobID}/{attempt}/finish          FinishRequest → Job
+//	PUT  /api/v1/attempts/{jobID}/{attempt}/artifacts       tar.gz → Artifact
 //	GET  /api/v1/attempts/{jobID}/{attempt}/git/{name}.git/info/refs?service=git-upload-pack
 //	POST /api/v1/attempts/{jobID}/{attempt}/git/{name}.git/git-upload-pack
 //	     the job's repository, read-only (git smart HTTP), for this job's repository only
@@ -103,6 +106,24 @@ type JobList struct {
 // Repository is a repository registered on the coordinator. Its credential
 // names a coordinator secret; the secret's value is never returned.
 type Repository = queue.Repository
+
+// Artifact is what one attempt's artifacts globs collected: a gzip-compressed
+// tar.
+type Artifact struct {
+	JobID     int64     `json:"jobId"`
+	Attempt   int       `json:"attempt"`
+	Size      int64     `json:"size"`   // bytes of the tar.gz
+	SHA256    string    `json:"sha256"` // of the tar.gz, hex
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// ArtifactList lists a job's artifacts by attempt.
+type ArtifactList struct {
+	Artifacts []Artifact `json:"artifacts"`
+}
+
+// HeaderSHA256 carries, on an artifact download, the SHA-256 of the body.
+const HeaderSHA256 = "X-Airlock-SHA256"
 
 // RepositoryList lists the registered repositories by name.
 type RepositoryList struct {

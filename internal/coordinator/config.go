@@ -3,12 +3,13 @@ package coordinator
 import (
 	"errors"
 	"fmt"
-	"github.com/airlock-run/airlock/internal/gitmirror"
 	"log/slog"
 	"reflect"
 	"strings"
 	"time"
 
+	"github.com/airlock-run/airlock/internal/blobstore"
+	"github.com/airlock-run/airlock/internal/gitmirror"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
 )
@@ -22,6 +23,7 @@ const (
 	MaxClaimWait             = 60 * time.Second
 	DefaultLogLimit          = 64 << 20 // bytes kept per attempt
 	DefaultMaxRequestBytes   = 2 << 20  // JSON bodies
+	DefaultArtifactLimit     = 1 << 30  // compressed artifacts per attempt
 	// MaxLogChunkBytes bounds one log append request (api.MaxLogChunkBytes).
 	MaxLogChunkBytes = 4 << 20
 	// MinTokenLength is the shortest configured token accepted.
@@ -44,6 +46,12 @@ type Config struct {
 	// Secrets maps a name a spec may list in spec.secrets to its value; the
 	// values go only to the executor that claims such a job.
 	Secrets map[string]string
+
+	// Blobs keeps the attempts' artifacts; nil keeps none.
+	Blobs blobstore.Store
+	// ArtifactLimit bounds one attempt's artifacts (compressed). Default
+	// DefaultArtifactLimit.
+	ArtifactLimit int64
 
 	// Mirrors keeps the registered repositories' mirrors and serves them to
 	// executors; nil serves no repositories.
@@ -86,6 +94,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.ArtifactLimit == 0 {
+		c.ArtifactLimit = DefaultArtifactLimit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -74,6 +74,8 @@ func (s *Server) routes() http.Handler {
 	handle("POST "+p+"/jobs/{id}/cancel", kindClient, s.handleCancel)
 	handle("POST "+p+"/jobs/{id}/retry", kindClient, s.handleRetry)
 	handle("GET "+p+"/executors", kindClient, s.handleExecutors)
+	handle("GET "+p+"/jobs/{id}/artifacts", kindClient, s.handleListArtifacts)
+	handle("GET "+p+"/jobs/{id}/artifacts/{attempt}", kindClient, s.handleGetArtifacts)
 	handle("GET "+p+"/repositories", kindClient, s.handleListRepositories)
 	handle("PUT "+p+"/repositories/{name...}", kindClient, s.handlePutRepository)
 	handle("GET "+p+"/repositories/{name...}", kindClient, s.handleGetRepository)
@@ -84,6 +86,7 @@ func (s *Server) routes() http.Handler {
 
 	handle("POST "+p+"/attempts/{jobID}/{attempt}/logs", kindJob, s.handleAppendLog)
 	handle("POST "+p+"/attempts/{jobID}/{attempt}/finish", kindJob, s.handleFinish)
+	handle("PUT "+p+"/attempts/{jobID}/{attempt}/artifacts", kindJob, s.handlePutArtifacts)
 	handle("GET "+p+"/attempts/{jobID}/{attempt}/git/{path...}", kindJob, s.handleGit)
 	handle("POST "+p+"/attempts/{jobID}/{attempt}/git/{path...}", kindJob, s.handleGit)
 

@@ -86,6 +86,7 @@ const (
 	DefaultBackoffMin        = 100 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second
 	DefaultJanitorInterval   = 5 * time.Minute
+	DefaultArtifactLimit     = 1 << 30
 
 	// MaxClaimWait is the longest long poll the coordinator honours.
 	MaxClaimWait = 60 * time.Second
@@ -130,6 +131,14 @@ type Config struct {
 	// CoordinatorURL is the coordinator's base URL, whose git endpoint
 	// serves the jobs' registered repositories.
 	CoordinatorURL string
+
+	// ArtifactLimit bounds the uncompressed size of one attempt's
+	// artifacts; a job over it fails with reason "artifacts". Default
+	// DefaultArtifactLimit.
+	ArtifactLimit int64
+	// TempDir is where artifacts are staged before the upload; "" is the
+	// system's temporary directory.
+	TempDir string
 
 	// DefaultResources fill in what a job's spec leaves zero.
 	DefaultResources job.Resources
@@ -305,6 +314,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Backoff.Max == 0 {
 		c.Backoff.Max = max(DefaultBackoffMax, c.Backoff.Min)
+	}
+	if c.ArtifactLimit == 0 {
+		c.ArtifactLimit = DefaultArtifactLimit
 	}
 	if c.JanitorInterval == 0 {
 		c.JanitorInterval = DefaultJanitorInterval

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -29,6 +30,8 @@ type Coordinator interface {
 	Heartbeat(ctx context.Context, req api.HeartbeatRequest) (*api.HeartbeatResponse, error)
 	AppendLog(ctx context.Context, token string, ref queue.AttemptRef, offset int64, data []byte) (end int64, err error)
 	Finish(ctx context.Context, token string, ref queue.AttemptRef, req api.FinishRequest) (*api.Job, error)
+	// UploadArtifacts stores the attempt's artifacts (a gzip-compressed tar).
+	UploadArtifacts(ctx context.Context, token string, ref queue.AttemptRef, body io.Reader) (*api.Artifact, error)
 }
 
 // Causes with which a job's context is cancelled.

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/airlock-run/airlock/internal/api"
+	"github.com/airlock-run/airlock/internal/artifact"
 	"github.com/airlock-run/airlock/internal/checkout"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/joblog"
@@ -192,6 +193,9 @@ func (r *jobRun) run(ctx context.Context) (fin api.FinishRequest) {
 		if fin, done := r.runStep(ctx, sb, i, step, timeout); done {
 			return fin
 		}
+	}
+	if fin, done := r.uploadArtifacts(ctx, sb.WorkDir(), spec, timeout); done {
+		return fin
 	}
 	return api.FinishRequest{Outcome: job.OutcomeSucceeded, Reason: job.ReasonSuccess}
 }
@@ -372,6 +376,69 @@ func (r *jobRun) checkout(ctx context.Context, dir string, spec job.Spec, timeou
 	}
 	r.printf("==> checked out %s at %s (%s, checkout %s)\n", repo.Name, repo.Commit, how, round(res.CheckoutTime))
 	return api.FinishRequest{}, false
+}
+
+// uploadArtifacts collects what the spec's artifacts globs match in the
+// workspace into a gzip-compressed tar (never following a link out of it),
+// and uploads it with retries; done reports that the job ends with fin.
+func (r *jobRun) uploadArtifacts(ctx context.Context, dir string, spec job.Spec, timeout time.Duration) (fin api.FinishRequest, done bool) {
+	if len(spec.Artifacts) == 0 {
+		return api.FinishRequest{}, false
+	}
+	limit := r.e.cfg.ArtifactLimit
+	tmp, err := os.CreateTemp(r.e.cfg.TempDir, "airlock-artifacts-*.tar.gz")
+	if err != nil {
+		return systemError(fmt.Sprintf("collecting artifacts: %v", err)), true
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	m, err := artifact.Collect(ctx, dir, spec.Artifacts, tmp, limit)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return r.interrupted(ctx, "", timeout), true
+	case errors.Is(err, artifact.ErrTooLarge):
+		msg := fmt.Sprintf("artifacts exceed the limit of %s", job.ByteSize(limit))
+		r.printf("==> %s\n", msg)
+		return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonArtifacts, Message: msg}, true
+	default:
+		return systemError(fmt.Sprintf("collecting artifacts: %v", err)), true
+	}
+	for _, u := range m.Unmatched {
+		r.printf("==> artifacts: %q matched nothing\n", u)
+	}
+	for _, sk := range m.Skipped {
+		r.printf("==> artifacts: skipped %s (%s)\n", sk.Path, sk.Reason)
+	}
+	for n := 1; ; n++ {
+		if _, err = tmp.Seek(0, io.SeekStart); err != nil {
+			return systemError(fmt.Sprintf("uploading artifacts: %v", err)), true
+		}
+		var a *api.Artifact
+		a, err = r.e.c.UploadArtifacts(ctx, r.claim.Token, r.ref, tmp)
+		if err == nil {
+			r.printf("==> uploaded %d artifact files (%s, %s compressed)\n", len(m.Files), job.ByteSize(m.Size), job.ByteSize(a.Size))
+			return api.FinishRequest{}, false
+		}
+		if errors.Is(err, api.ErrTooLarge) {
+			msg := fmt.Sprintf("artifacts refused by the coordinator: %v", err)
+			r.printf("==> %s\n", msg)
+			return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonArtifacts, Message: msg}, true
+		}
+		if classify(err) != errTransient || n >= 5 || ctx.Err() != nil {
+			break
+		}
+		d := r.e.cfg.Backoff.Delay(n)
+		r.log.Warn(fmt.Sprintf("uploading artifacts failed, retrying in %s", round(d)), "error", err, "attempt", n)
+		if !sleep(ctx, d) {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return r.interrupted(ctx, "", timeout), true
+	}
+	r.printf("==> uploading artifacts failed: %v\n", err)
+	return systemError(fmt.Sprintf("uploading artifacts: %v", err)), true
 }
 
 // image is the image step runs in: its own, or the executor's default.

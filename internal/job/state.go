@@ -55,6 +55,7 @@ const (
 	ReasonImage        Reason = "image"         // a step's image cannot be used: unknown, refused, unsafe (job failure)
 	ReasonResources    Reason = "resources"     // the job asks for more than the executor offers (job failure)
 	ReasonCheckout     Reason = "checkout"      // the job's repository or commit cannot be checked out (job failure)
+	ReasonArtifacts    Reason = "artifacts"     // the job's artifacts exceed the limit (job failure)
 	ReasonCanceled     Reason = "canceled"      // a user asked for cancellation
 	ReasonLeaseExpired Reason = "lease_expired" // the executor stopped heartbeating (system)
 	ReasonSystemError  Reason = "system_error"  // the executor could not run the job (system)
@@ -63,7 +64,7 @@ const (
 
 // Reasons lists the closed set.
 var Reasons = []Reason{ReasonSuccess, ReasonExitCode, ReasonStepTimeout, ReasonJobTimeout, ReasonOOM,
-	ReasonImage, ReasonResources, ReasonCheckout, ReasonCanceled, ReasonLeaseExpired, ReasonSystemError, ReasonDrained}
+	ReasonImage, ReasonResources, ReasonCheckout, ReasonArtifacts, ReasonCanceled, ReasonLeaseExpired, ReasonSystemError, ReasonDrained}
 
 // Valid reports whether r is in the closed set.
 func (r Reason) Valid() bool {
