@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,7 +127,17 @@ func newAdvEnv(t *testing.T, runtimeArgs []string) *advEnv {
 		t.Fatal(err)
 	}
 	os.Chmod(e.workDir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(e.workDir) })
+	t.Cleanup(func() {
+		// The executors are SIGKILLed when the test ends, so the gvisor
+		// runtime's pinned namespace for its gofers is still mounted.
+		mounts, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], e.workDir+"/") {
+				syscall.Unmount(f[4], syscall.MNT_DETACH)
+			}
+		}
+		os.RemoveAll(e.workDir)
+	})
 	e.args = append([]string{"executor", "--url", fmt.Sprintf("http://127.0.0.1:%d", e.fwdPort),
 		"--work-dir", e.workDir, "--max-jobs", "3", "--kill-grace", "1s",
 		"--local-images", e.images.root,
