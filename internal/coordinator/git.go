@@ -10,7 +10,7 @@ package coordinator
 // The token is bound to its attempt (the path must name it) and so to the
 // repository its job names: any other name is 403. The job's commit is
 // fetched into the mirror on the first request (many requests for one
-// repository cause one fetch). When the remote lacks the commit, the mirror
+// repository cause one fetch; a submitted job's commit is prefetched). When the remote lacks the commit, the mirror
 // is served all the same: the executor's fetch of the commit fails, as git
 // reports a missing object, and the executor fails the job saying so.
 
@@ -125,4 +125,29 @@ func (s *Server) mirrorRemote(r job.Remote) (gitmirror.Remote, error) {
 		out.Credentials.Username, out.Credentials.Password = c.Username, value
 	}
 	return out, nil
+}
+
+// prefetch starts fetching a submitted job's commit into its repository's
+// mirror, so that the executor that claims the job finds it there. It gives
+// up when the server stops; a failure is only logged: the executor's fetch
+// tries again and reports it.
+func (s *Server) prefetch(repo *job.Repository) {
+	if s.cfg.Mirrors == nil || repo == nil || repo.Name == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-s.closing:
+		case <-stop:
+		}
+		cancel()
+	}()
+	go func() {
+		defer close(stop)
+		if err := s.ensureCommit(ctx, repo); err != nil && ctx.Err() == nil {
+			s.log.Warn("prefetching a job's commit", "repository", repo.Name, "commit", repo.Commit, "error", err)
+		}
+	}()
 }

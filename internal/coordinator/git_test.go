@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/airlock-run/airlock/internal/api"
 	"github.com/airlock-run/airlock/internal/gitmirror"
@@ -95,6 +96,18 @@ func TestExecutorsFetchTheirJobsRepositoryWithTheJobToken(t *testing.T) {
 	spec := testSpec("default")
 	spec.Repository = &job.Repository{Name: "acme/api", Commit: commits[0]}
 	j := e.submit(spec)
+	// The commit is prefetched at submit, before any executor asks.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		list, err := mirrors.List(ctx)
+		if err == nil && len(list) == 1 && list[0].Name == "acme/api" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job's repository was not prefetched: %+v, %v", list, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	c := e.claim("exec-1", "default")
 	base := e.ts.URL + api.Prefix + "/attempts/" + itoa(j.ID) + "/1/git/"
 	auth := []string{"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=http.extraHeader", "GIT_CONFIG_VALUE_0=Authorization: Bearer " + c.Token}

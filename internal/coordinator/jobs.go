@@ -55,6 +55,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.submitted.Inc()
+	s.prefetch(spec.Repository)
 	s.claims.notify(j.Queue)
 	s.log.Debug("job submitted", "job_id", j.ID, "queue", j.Queue)
 	w.Header().Set("Location", fmt.Sprintf("%s/jobs/%d", api.Prefix, j.ID))
