@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlock-run/airlock/internal/api"
 	"github.com/airlock-run/airlock/internal/job/specfile"
+	"github.com/airlock-run/airlock/internal/sandbox/runtimes"
 )
 
 func newUpCommand() *cobra.Command {
@@ -91,7 +92,7 @@ Ctrl-C stops cleanly: the executor drains, then the coordinator stops.`,
 				if err := os.MkdirAll(images, 0o755); err != nil {
 					return exitf(exitSystem, "%v", err)
 				}
-				ref, err := ensureDemoImage(images)
+				ref, err := runtimes.BusyboxImage(images)
 				if err != nil {
 					log.Warn("no default image for steps that name none", "error", err)
 				} else {

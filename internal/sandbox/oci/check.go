@@ -192,7 +192,7 @@ func (h *hostInfo) findRunsc(name string) error {
 		return fmt.Errorf("%s is not runsc: %q", abs, first)
 	}
 	h.binary, h.version, h.flavor = abs, strings.TrimSpace(first), "runsc"
-	if static, err := isStatic(abs); err != nil {
+	if static, err := IsStatic(abs); err != nil {
 		return fmt.Errorf("reading %s: %w", abs, err)
 	} else if !static {
 		return fmt.Errorf("%s is dynamically linked; runsc must be built with CGO_ENABLED=0 (it re-executes itself in an empty chroot)", abs)
@@ -208,7 +208,7 @@ func (h *hostInfo) findInit(path string) error {
 		}
 		path = self
 	}
-	static, err := isStatic(path)
+	static, err := IsStatic(path)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", path, err)
 	}

@@ -633,9 +633,9 @@ func searchable(dir string) error {
 	}
 }
 
-// isStatic reports whether the ELF executable at path needs no dynamic
-// loader.
-func isStatic(path string) (bool, error) {
+// IsStatic reports whether the ELF executable at path needs no dynamic
+// loader: the only kind that runs as PID 1 in an arbitrary image.
+func IsStatic(path string) (bool, error) {
 	f, err := elf.Open(path)
 	if err != nil {
 		return false, err

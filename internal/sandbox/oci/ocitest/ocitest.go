@@ -8,9 +8,9 @@ package ocitest
 
 import (
 	"bytes"
-	"debug/elf"
 	"errors"
 	"fmt"
+	"github.com/airlock-run/airlock/internal/sandbox/oci"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,7 +79,7 @@ func StaticInit(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if static(self) {
+	if static, _ := oci.IsStatic(self); static {
 		return "", nil
 	}
 	path := filepath.Join(dir, "airlock-oci-init")
@@ -174,19 +174,4 @@ func RemoveRoot(root string) error {
 		}
 	}
 	return os.RemoveAll(root)
-}
-
-// static reports whether the ELF executable at path has no dynamic loader.
-func static(path string) bool {
-	f, err := elf.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
 }

@@ -1,4 +1,4 @@
-package main
+package runtimes
 
 // The image `airlock up` gives steps that name none, so a first try works on
 // a host that reaches no registry: the host's static busybox, with a link
@@ -7,7 +7,6 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -25,14 +24,17 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/airlock-run/airlock/internal/sandbox/oci"
 )
 
 // busyboxCandidates are where Debian's busybox-static installs the binary.
 var busyboxCandidates = []string{"/bin/busybox", "/usr/bin/busybox"}
 
-// ensureDemoImage writes the busybox image under dir (once) and returns its
-// reference. It fails when the host has no static busybox.
-func ensureDemoImage(dir string) (string, error) {
+// BusyboxImage writes the busybox image under dir (once) and returns its
+// reference (oci-layout:DIR/busybox). It fails when the host has no static
+// busybox.
+func BusyboxImage(dir string) (string, error) {
 	target := filepath.Join(dir, "busybox")
 	ref := "oci-layout:" + target
 	if _, err := os.Stat(filepath.Join(target, "index.json")); err == nil {
@@ -40,7 +42,7 @@ func ensureDemoImage(dir string) (string, error) {
 	}
 	var bin string
 	for _, c := range busyboxCandidates {
-		if ok, _ := isStaticELF(c); ok {
+		if ok, _ := oci.IsStatic(c); ok {
 			bin = c
 			break
 		}
@@ -126,20 +128,4 @@ func ensureDemoImage(dir string) (string, error) {
 		return "", err
 	}
 	return ref, nil
-}
-
-// isStaticELF reports whether path is an ELF executable without a dynamic
-// loader: the only kind that runs in an image that has none.
-func isStaticELF(path string) (bool, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false, nil
-		}
-	}
-	return true, nil
 }
