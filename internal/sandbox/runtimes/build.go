@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/airlock-run/airlock/internal/image"
-	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/netpolicy"
 	"github.com/airlock-run/airlock/internal/sandbox"
 	"github.com/airlock-run/airlock/internal/sandbox/oci"
@@ -123,8 +122,8 @@ func (o Options) images(b *Built) (*rootfs.Provider, error) {
 	return p, nil
 }
 
-// network opens the egress policy manager for a runtime.
-func (o Options) network(b *Built) (oci.NetworkFunc, error) {
+// network opens the egress policy manager.
+func (o Options) network() (*netpolicy.Manager, error) {
 	nopts, err := o.networkOptions()
 	if err != nil {
 		return nil, err
@@ -133,14 +132,7 @@ func (o Options) network(b *Built) (oci.NetworkFunc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("egress policy: %w", err)
 	}
-	b.janitors = append(b.janitors, m)
-	return func(ctx context.Context, sb string, policy job.Network) (oci.Network, error) {
-		n, err := m.Open(ctx, sb, policy)
-		if err != nil {
-			return nil, err // not a nil *Sandbox in a non-nil interface
-		}
-		return n, nil
-	}, nil
+	return m, nil
 }
 
 func (o Options) networkOptions() (netpolicy.Options, error) {

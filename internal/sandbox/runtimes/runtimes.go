@@ -9,6 +9,7 @@
 package runtimes
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,10 +17,11 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/airlock-run/airlock/internal/job"
+	"github.com/airlock-run/airlock/internal/netpolicy"
 	"github.com/airlock-run/airlock/internal/sandbox"
 	"github.com/airlock-run/airlock/internal/sandbox/gvisor"
 	"github.com/airlock-run/airlock/internal/sandbox/oci"
-	"github.com/airlock-run/airlock/internal/sandbox/rootfs"
 	"github.com/airlock-run/airlock/internal/sandbox/shell"
 )
 
@@ -69,76 +71,69 @@ var known = map[string]entry{
 		}
 		return rt, err
 	}},
-	// oci.New and gvisor.New check the host (binaries, static init,
-	// cgroups, user namespaces, disk-limit tools; see their Check) and fail
-	// listing everything missing.
 	oci.Name: {isolates: true, strength: 1, open: func(o Options, b *Built) (sandbox.Runtime, error) {
-		// Check the host first: the egress policy changes the host's
-		// network, which must not happen for a runtime that cannot run.
-		if err := missing(oci.Check(oci.Options{Root: filepath.Join(o.WorkRoot, "oci"), Binary: o.OCIBinary, Init: o.Init})); err != nil {
-			return nil, fmt.Errorf("oci runtime: %w", err)
-		}
-		p, netFn, err := o.containerParts(b)
-		if err != nil {
-			return nil, err
-		}
-		rt, err := oci.New(oci.Options{Root: filepath.Join(o.WorkRoot, "oci"), Binary: o.OCIBinary,
-			CgroupParent: o.CgroupParent, Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
-		if err == nil {
-			b.janitors = append([]janitor{rt}, b.janitors...)
-			b.closers = append(b.closers, rt.Close)
-		}
-		return rt, err
+		return o.openContainer(b, func(images oci.ImageFunc, network oci.NetworkFunc) (containerRuntime, error) {
+			rt, err := oci.New(oci.Options{Root: filepath.Join(o.WorkRoot, "oci"), Binary: o.OCIBinary,
+				CgroupParent: o.CgroupParent, Init: o.Init, Images: images, Network: network, Logger: o.Logger})
+			if err != nil {
+				return nil, err
+			}
+			return rt, nil
+		})
 	}},
 	gvisor.Name: {isolates: true, strength: 2, open: func(o Options, b *Built) (sandbox.Runtime, error) {
-		if err := missing(gvisor.Check(gvisor.Options{Root: filepath.Join(o.WorkRoot, "gvisor"), Runsc: o.Runsc,
-			Platform: o.GVisorPlatform, Init: o.Init})); err != nil {
-			return nil, fmt.Errorf("gvisor runtime: %w", err)
-		}
-		p, netFn, err := o.containerParts(b)
-		if err != nil {
-			return nil, err
-		}
-		rt, err := gvisor.New(gvisor.Options{Root: filepath.Join(o.WorkRoot, "gvisor"), Runsc: o.Runsc,
-			Platform: o.GVisorPlatform, CgroupParent: o.CgroupParent, Init: o.Init, Images: p.ImageFunc(), Network: netFn, Logger: o.Logger})
-		if err == nil {
-			b.janitors = append([]janitor{rt}, b.janitors...)
-			b.closers = append(b.closers, rt.Close)
-		}
-		return rt, err
+		return o.openContainer(b, func(images oci.ImageFunc, network oci.NetworkFunc) (containerRuntime, error) {
+			rt, err := gvisor.New(gvisor.Options{Root: filepath.Join(o.WorkRoot, "gvisor"), Runsc: o.Runsc,
+				Platform: o.GVisorPlatform, CgroupParent: o.CgroupParent, Init: o.Init, Images: images, Network: network,
+				Logger: o.Logger})
+			if err != nil {
+				return nil, err
+			}
+			return rt, nil
+		})
 	}},
 }
 
-// missing joins what a runtime's check found missing.
-func missing(items []oci.Item) error {
-	var errs []string
-	for _, it := range items {
-		if !it.OK {
-			errs = append(errs, it.Name+": "+it.Detail)
-		}
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return errors.New(strings.Join(errs, "; "))
+// containerRuntime is what the oci and gvisor runtimes have in common here.
+type containerRuntime interface {
+	sandbox.Runtime
+	janitor
+	Close() error
 }
 
-// containerParts opens what the container runtimes share: the image cache
-// and overlays, and the egress policy.
-func (o Options) containerParts(b *Built) (*rootfs.Provider, oci.NetworkFunc, error) {
+// openContainer opens a container runtime with newRuntime over what the
+// container runtimes share: the host's lock, the image cache and the egress
+// policy. The policy is opened last: newRuntime checks the host (binaries,
+// static init, cgroups, user namespaces, disk-limit tools; see oci.Check)
+// and fails listing everything missing, and a runtime that cannot run must
+// not change the host's network.
+func (o Options) openContainer(b *Built, newRuntime func(oci.ImageFunc, oci.NetworkFunc) (containerRuntime, error)) (sandbox.Runtime, error) {
 	if err := o.lockHost(b); err != nil {
-		return nil, nil, err
-	}
-	netFn, err := o.network(b)
-	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	p, err := o.images(b)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	b.janitors = append(b.janitors, p)
-	return p, netFn, nil
+	var m *netpolicy.Manager // set before the runtime is returned, so before any Open
+	network := func(ctx context.Context, sb string, policy job.Network) (oci.Network, error) {
+		n, err := m.Open(ctx, sb, policy)
+		if err != nil {
+			return nil, err // not a nil *Sandbox in a non-nil interface
+		}
+		return n, nil
+	}
+	rt, err := newRuntime(p.ImageFunc(), network)
+	if err != nil {
+		return nil, err
+	}
+	b.closers = append(b.closers, rt.Close)
+	if m, err = o.network(); err != nil {
+		return nil, err
+	}
+	// The runtime's janitor first: it stops the leftovers' processes.
+	b.janitors = append(b.janitors, rt, p, m)
+	return rt, nil
 }
 
 // Names lists the runtimes this build knows, sorted.
