@@ -64,6 +64,12 @@ func (s *Server) handleGit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, forbidden("this job token is for repository %q, not %q", repo.Name, name))
 		return
 	}
+	// Every fetch starts with the ref advertisement: the commit is ensured
+	// there, not again for each upload-pack exchange that follows.
+	if !strings.HasSuffix(r.URL.Path, "/info/refs") {
+		s.cfg.Mirrors.ServeUploadPack(w, r, name)
+		return
+	}
 	if err := s.ensureCommit(r.Context(), repo); err != nil {
 		if !errors.Is(err, errNoSuchCommit) {
 			s.writeError(w, r, err)
