@@ -94,6 +94,11 @@ type Store interface {
 	// ReapExpired handles every running job whose lease ended before now.
 	ReapExpired(ctx context.Context) ([]Reaped, error)
 
+	// DeleteJob removes a finished job with its attempts and logs (retention).
+	// ErrNotFound if it does not exist; ErrInvalidState unless it is
+	// terminal. Its blobs are the caller's business.
+	DeleteJob(ctx context.Context, id int64) error
+
 	// Executors returns what each executor last reported, most recent first.
 	Executors(ctx context.Context) ([]ExecutorInfo, error)
 
@@ -185,7 +190,10 @@ type SubmitParams struct {
 type ListParams struct {
 	States []job.State // any of these; empty means all
 	Queues []string    // any of these; empty means all
-	Limit  int         // default 50, at most 1000
+	// FinishedBefore, when set, keeps only terminal jobs that finished
+	// before it (what a retention policy deletes).
+	FinishedBefore time.Time
+	Limit          int // default 50, at most 1000
 	Cursor string      // from ListResult.NextCursor; empty for the first page
 }
 

@@ -85,6 +85,7 @@ func Exercise(t *testing.T, open func(t *testing.T, clock *Clock) queue.Store) {
 		{"List", listCases},
 		{"Context", contextCases},
 		{"Repository", repositoryCases},
+		{"Retention", retentionCases},
 		{"Concurrency", concurrencyCases},
 	}
 	for _, g := range groups {

@@ -178,6 +178,13 @@ func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult
 			args = append(args, q)
 		}
 	}
+	if !p.FinishedBefore.IsZero() {
+		where = append(where, "state IN ("+placeholders(len(terminalStates))+") AND finished_at < ?")
+		for _, st := range terminalStates {
+			args = append(args, st)
+		}
+		args = append(args, p.FinishedBefore.UnixNano())
+	}
 	query := `SELECT ` + jobColumns + ` FROM jobs`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
@@ -322,4 +329,43 @@ func upsertExecutor(ctx context.Context, tx querier, e queue.ExecutorInfo, now i
 	}
 	_, err = tx.ExecContext(ctx, qUpsertExecutor, e.Name, string(info), now)
 	return err
+}
+
+// terminalStates are the states a retention policy may delete.
+var terminalStates = []job.State{job.StateSucceeded, job.StateFailed, job.StateCanceled, job.StateErrored}
+
+var (
+	qDeleteAttempts = prepared(`DELETE FROM attempts WHERE job_id = ?`)
+	qDeleteJob      = prepared(`DELETE FROM jobs WHERE id = ?`)
+)
+
+// DeleteJob implements queue.Store. The rows go in one transaction; the log
+// files after it commits (a crash in between leaves files no row points to,
+// never a row without its log).
+func (s *Store) DeleteJob(ctx context.Context, id int64) error {
+	var attempts int
+	err := s.write(ctx, func(tx txn, now int64) error {
+		j, err := loadJob(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if !j.State.Terminal() {
+			return fmt.Errorf("job is %s: %w", j.State, queue.ErrInvalidState)
+		}
+		attempts = j.Attempt
+		if _, err := tx.ExecContext(ctx, qDeleteAttempts, id); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, qDeleteJob, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("deleting job %d: %w", id, err)
+	}
+	for n := 1; n <= attempts; n++ {
+		if err := s.logs.remove(id, n); err != nil {
+			return fmt.Errorf("deleting job %d: %w", id, err)
+		}
+	}
+	return nil
 }

@@ -152,3 +152,11 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// remove deletes an attempt's log file; a missing one is not an error.
+func (l logFiles) remove(jobID int64, attempt int) error {
+	if err := os.Remove(l.path(jobID, attempt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing log of attempt %d: %w", attempt, err)
+	}
+	return nil
+}
