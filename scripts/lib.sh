@@ -52,3 +52,28 @@ ensure_runsc() {
     ln -sfn "$AIRLOCK_RUNSC" /usr/local/bin/runsc
   fi
 }
+
+# ensure_postgres starts the local PostgreSQL cluster (Debian's postgresql
+# package) and gives root a superuser role, so that tests reach it through
+# the Unix socket as AIRLOCK_TEST_POSTGRES (exported) says. An existing
+# AIRLOCK_TEST_POSTGRES is kept: point it at another server to test there.
+ensure_postgres() {
+  if [ -n "${AIRLOCK_TEST_POSTGRES:-}" ]; then return 0; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "PostgreSQL tests need root to start the local cluster, or AIRLOCK_TEST_POSTGRES set" >&2
+    return 0
+  fi
+  local cluster
+  cluster=$(pg_lsclusters -h 2>/dev/null | head -1)
+  if [ -z "$cluster" ]; then
+    echo "no PostgreSQL cluster (pg_lsclusters is empty)" >&2
+    return 1
+  fi
+  set -- $cluster # version name port status ...
+  if [ "$4" != online ]; then
+    pg_ctlcluster "$1" "$2" start
+  fi
+  runuser -u postgres -- psql -p "$3" -qtAc "SELECT 1 FROM pg_roles WHERE rolname = 'root'" | grep -q 1 ||
+    runuser -u postgres -- psql -p "$3" -qc "CREATE ROLE root SUPERUSER LOGIN"
+  export AIRLOCK_TEST_POSTGRES="host=/var/run/postgresql port=$3 user=root dbname=postgres"
+}
