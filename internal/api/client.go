@@ -636,3 +636,62 @@ func decodeBody(resp *http.Response, out any) error {
 	io.Copy(io.Discard, resp.Body)
 	return nil
 }
+
+// HasFile reports whether a job file with this digest ("sha256:<hex>") has
+// been uploaded.
+func (c *Client) HasFile(ctx context.Context, digest string) (bool, error) {
+	resp, err := c.do(ctx, http.MethodHead, "/files/"+digest, nil, c.token, nil, "")
+	if err != nil {
+		var se *StatusError
+		if errors.As(err, &se) && se.Status == http.StatusNotFound {
+			return false, nil
+		}
+		return false, fmt.Errorf("looking up file %s: %w", digest, err)
+	}
+	resp.Body.Close()
+	return true, nil
+}
+
+// UploadFile sends a job file's content under its digest ("sha256:<hex>");
+// size is its length (sent as Content-Length so that an oversized file is
+// refused before it is sent). Too large is ErrTooLarge.
+func (c *Client) UploadFile(ctx context.Context, digest string, body io.Reader, size int64) (*FileUpload, error) {
+	u := c.base + Prefix + "/files/" + digest
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("uploading file %s: %w", digest, err)
+	}
+	req.ContentLength = size
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("User-Agent", c.userAgent)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("uploading file %s: %w", digest, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		err := statusError(resp)
+		var se *StatusError
+		if errors.As(err, &se) && se.Err.Code == CodeTooLarge {
+			se.wrapped = []error{ErrTooLarge}
+		}
+		return nil, fmt.Errorf("uploading file %s: %w", digest, err)
+	}
+	var out FileUpload
+	if err := decodeBody(resp, &out); err != nil {
+		return nil, fmt.Errorf("uploading file %s: %w", digest, err)
+	}
+	return &out, nil
+}
+
+// JobFile opens an uploaded file that attempt ref's job names, authenticated
+// by the attempt's job token. The caller closes it and should check the
+// content against the digest.
+func (c *Client) JobFile(ctx context.Context, token string, ref queue.AttemptRef, digest string) (io.ReadCloser, int64, error) {
+	resp, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/attempts/%d/%d/files/%s", ref.JobID, ref.Attempt, digest), nil, token, nil, "")
+	if err != nil {
+		return nil, 0, fmt.Errorf("downloading file %s of job %d: %w", digest, ref.JobID, err)
+	}
+	return resp.Body, resp.ContentLength, nil
+}

@@ -34,6 +34,8 @@ const Prefix = "/api/v1"
 //	PUT  /api/v1/repositories/{name}        job.Remote → Repository
 //	GET  /api/v1/repositories/{name}        → Repository
 //	DELETE /api/v1/repositories/{name}      → 204
+//	HEAD /api/v1/files/sha256:{hex}         200 if uploaded, else 404
+//	PUT  /api/v1/files/sha256:{hex}         the file's content → 201 FileUpload (200 if already there)
 //
 // Executor routes (executor token):
 //
@@ -45,6 +47,7 @@ const Prefix = "/api/v1"
 //	POST /api/v1/attempts/{jobID}/{attempt}/logs?offset=N   raw bytes → AppendLogResponse
 //	POST /api/v1/attempts/{jobID}/{attempt}/finish          FinishRequest → Job
 //	PUT  /api/v1/attempts/{jobID}/{attempt}/artifacts       tar.gz → Artifact
+//	GET  /api/v1/attempts/{jobID}/{attempt}/files/sha256:{hex}   an uploaded file the job names
 //	GET  /api/v1/attempts/{jobID}/{attempt}/git/{name}.git/info/refs?service=git-upload-pack
 //	POST /api/v1/attempts/{jobID}/{attempt}/git/{name}.git/git-upload-pack
 //	     the job's repository, read-only (git smart HTTP), for this job's repository only
@@ -122,7 +125,13 @@ type ArtifactList struct {
 	Artifacts []Artifact `json:"artifacts"`
 }
 
-// HeaderSHA256 carries, on an artifact download, the SHA-256 of the body.
+// FileUpload is an uploaded job file.
+type FileUpload struct {
+	Digest string `json:"digest"` // "sha256:<hex>", what a spec's files[...].blob names
+	Size   int64  `json:"size"`
+}
+
+// HeaderSHA256 carries, on an artifact or file download, the SHA-256 of the body.
 const HeaderSHA256 = "X-Airlock-SHA256"
 
 // RepositoryList lists the registered repositories by name.

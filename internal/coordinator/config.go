@@ -24,6 +24,7 @@ const (
 	DefaultLogLimit          = 64 << 20 // bytes kept per attempt
 	DefaultMaxRequestBytes   = 2 << 20  // JSON bodies
 	DefaultArtifactLimit     = 1 << 30  // compressed artifacts per attempt
+	DefaultFileLimit         = 1 << 30  // one uploaded job file
 	// MaxLogChunkBytes bounds one log append request (api.MaxLogChunkBytes).
 	MaxLogChunkBytes = 4 << 20
 	// MinTokenLength is the shortest configured token accepted.
@@ -52,6 +53,11 @@ type Config struct {
 	// ArtifactLimit bounds one attempt's artifacts (compressed). Default
 	// DefaultArtifactLimit.
 	ArtifactLimit int64
+	// FileLimit bounds one uploaded job file. Default DefaultFileLimit.
+	FileLimit int64
+	// TempDir stages uploads while their digest is checked; "" is the
+	// system's temporary directory.
+	TempDir string
 
 	// Mirrors keeps the registered repositories' mirrors and serves them to
 	// executors; nil serves no repositories.
@@ -97,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ArtifactLimit == 0 {
 		c.ArtifactLimit = DefaultArtifactLimit
+	}
+	if c.FileLimit == 0 {
+		c.FileLimit = DefaultFileLimit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -49,6 +49,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.checkFiles(r, spec); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	j, err := s.store.Submit(r.Context(), queue.SubmitParams{Spec: spec})
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("submitting job: %w", err))

@@ -80,6 +80,8 @@ func (s *Server) routes() http.Handler {
 	handle("PUT "+p+"/repositories/{name...}", kindClient, s.handlePutRepository)
 	handle("GET "+p+"/repositories/{name...}", kindClient, s.handleGetRepository)
 	handle("DELETE "+p+"/repositories/{name...}", kindClient, s.handleDeleteRepository)
+	handle("HEAD "+p+"/files/{digest}", kindClient, s.handleHeadFile)
+	handle("PUT "+p+"/files/{digest}", kindClient, s.handlePutFile)
 
 	handle("POST "+p+"/executor/claim", kindExecutor, s.handleClaim)
 	handle("POST "+p+"/executor/heartbeat", kindExecutor, s.handleHeartbeat)
@@ -87,6 +89,7 @@ func (s *Server) routes() http.Handler {
 	handle("POST "+p+"/attempts/{jobID}/{attempt}/logs", kindJob, s.handleAppendLog)
 	handle("POST "+p+"/attempts/{jobID}/{attempt}/finish", kindJob, s.handleFinish)
 	handle("PUT "+p+"/attempts/{jobID}/{attempt}/artifacts", kindJob, s.handlePutArtifacts)
+	handle("GET "+p+"/attempts/{jobID}/{attempt}/files/{digest}", kindJob, s.handleGetJobFile)
 	handle("GET "+p+"/attempts/{jobID}/{attempt}/git/{path...}", kindJob, s.handleGit)
 	handle("POST "+p+"/attempts/{jobID}/{attempt}/git/{path...}", kindJob, s.handleGit)
 

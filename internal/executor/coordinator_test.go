@@ -151,7 +151,7 @@ func TestRealCoordinatorRunsJob(t *testing.T) {
 	env := setupReal(t, nil)
 	j := env.submit(job.Spec{
 		Secrets: []string{"NPM_TOKEN"},
-		Files:   map[string]string{"in/data.txt": "payload"},
+		Files:   map[string]job.File{"in/data.txt": job.InlineFile("payload")},
 		Steps: []job.Step{
 			{Name: "show", Run: `cat in/data.txt; echo; echo "token=$NPM_TOKEN"`},
 			{Name: "fail", Run: "echo failing; exit 7"},

@@ -32,6 +32,8 @@ type Coordinator interface {
 	Finish(ctx context.Context, token string, ref queue.AttemptRef, req api.FinishRequest) (*api.Job, error)
 	// UploadArtifacts stores the attempt's artifacts (a gzip-compressed tar).
 	UploadArtifacts(ctx context.Context, token string, ref queue.AttemptRef, body io.Reader) (*api.Artifact, error)
+	// JobFile opens an uploaded file that the attempt's job names.
+	JobFile(ctx context.Context, token string, ref queue.AttemptRef, digest string) (io.ReadCloser, int64, error)
 }
 
 // Causes with which a job's context is cancelled.

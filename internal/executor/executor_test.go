@@ -132,12 +132,12 @@ func TestRunsJobAndReportsSuccess(t *testing.T) {
 	t.Parallel()
 	env := setup(t)
 	s := spec(
-		step("hello", `echo "hello from $AIRLOCK_STEP"; cat config/input.json; echo oops >&2`),
+		step("hello", `echo "hello from $AIRLOCK_STEP"; cat config/input.json; echo oops >&2; stat -c 'mode=%a mtime=%Y' bin/run; ./bin/run`),
 		step("env", `echo "job=$AIRLOCK_JOB_ID attempt=$AIRLOCK_ATTEMPT both=$BOTH job_only=$JOB_ONLY"`),
 	)
 	s.Env = map[string]string{"BOTH": "job", "JOB_ONLY": "j"}
 	s.Steps[1].Env = map[string]string{"BOTH": "step"}
-	s.Files = map[string]string{"config/input.json": `{"answer": 42}`}
+	s.Files = map[string]job.File{"config/input.json": job.InlineFile(`{"answer": 42}`), "bin/run": {Content: "#!/bin/sh\necho ran", Mode: 0o750, ModTime: time.Date(2020, 2, 3, 4, 5, 6, 0, time.UTC)}}
 	j := env.fake.push(s, nil)
 	env.start()
 
@@ -158,6 +158,7 @@ func TestRunsJobAndReportsSuccess(t *testing.T) {
 		"hello from hello\n",
 		`{"answer": 42}`,
 		"oops\n",
+		"mode=750 mtime=1580702706\nran\n",
 		"==> step env (2/2)\n",
 		fmt.Sprintf("job=%d attempt=1 both=step job_only=j\n", j.id),
 		"==> step env exited with code 0",
@@ -694,7 +695,7 @@ func TestSystemErrors(t *testing.T) {
 	defer sb.Close(context.Background())
 	badDir := env.fake.push(spec(step("first", "echo ok"), job.Step{Name: "escape", Run: "pwd", Dir: "../../.."}), nil)
 	badFile := spec(step("hi", "echo never-run"))
-	badFile.Files = map[string]string{"ok.txt": "fine", "../outside.txt": "nope"}
+	badFile.Files = map[string]job.File{"ok.txt": job.InlineFile("fine"), "../outside.txt": job.InlineFile("nope")}
 	badFiles := env.fake.push(badFile, nil)
 	env.start()
 
@@ -705,7 +706,6 @@ func TestSystemErrors(t *testing.T) {
 	}{
 		{taken, "opening sandbox", 0},
 		{badDir, `running step "escape"`, 2},
-		{badFiles, `job file "../outside.txt": path is not inside the workspace`, 0},
 	} {
 		fin := env.fake.waitFinished(tc.j)
 		if fin.Outcome != job.OutcomeErrored || fin.Reason != job.ReasonSystemError || !strings.Contains(fin.Message, tc.message) {
@@ -714,6 +714,10 @@ func TestSystemErrors(t *testing.T) {
 		if len(fin.Steps) != tc.steps {
 			t.Errorf("job %d: got %d steps, want %d", tc.j.id, len(fin.Steps), tc.steps)
 		}
+	}
+	fin := env.fake.waitFinished(badFiles)
+	if want := `job file "../outside.txt": unsafe entry: path escapes`; fin.Outcome != job.OutcomeFailed || fin.Reason != job.ReasonCheckout || !strings.Contains(fin.Message, want) {
+		t.Errorf("job with an escaping file: got %s/%s %q, want failed/checkout containing %q", fin.Outcome, fin.Reason, fin.Message, want)
 	}
 	if log := env.fake.logOf(badFiles); strings.Contains(log, "never-run") {
 		t.Errorf("a job whose files were refused ran its steps:\n%s", log)
@@ -751,63 +755,6 @@ func TestLogIsCapped(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q", want)
 		}
-	}
-}
-
-func TestWriteFiles(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		files map[string]string
-		err   string
-	}{
-		{"nested", map[string]string{"a.txt": "A", "dir/sub/b.txt": "B"}, ""},
-		{"parent", map[string]string{"ok.txt": "x", "../x": "x"}, `job file "../x"`},
-		{"absolute", map[string]string{"/etc/passwd": "x"}, `job file "/etc/passwd"`},
-		{"climbs out", map[string]string{"a/../../x": "x"}, `job file "a/../../x"`},
-		{"empty", map[string]string{"": "x"}, `job file ""`},
-		{"backslash", map[string]string{`a\..\..\x`: "x"}, `job file`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			dir := t.TempDir()
-			err := writeFiles(dir, tc.files)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("got %v, want an error containing %q", err, tc.err)
-				}
-				if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-					t.Errorf("files were written before the refusal: %v", entries)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			for name, content := range tc.files {
-				b, err := os.ReadFile(dir + "/" + name)
-				if err != nil || string(b) != content {
-					t.Errorf("%s: got %q, %v; want %q", name, b, err, content)
-				}
-				if fi, err := os.Stat(dir + "/" + name); err == nil && fi.Mode().Perm() != 0o644 {
-					t.Errorf("%s: mode %v, want 0644", name, fi.Mode().Perm())
-				}
-			}
-		})
-	}
-}
-
-func TestWriteFilesDoesNotFollowSymlinksOut(t *testing.T) {
-	t.Parallel()
-	dir, outside := t.TempDir(), t.TempDir()
-	if err := os.Symlink(outside, dir+"/link"); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeFiles(dir, map[string]string{"link/x": "x"}); err == nil {
-		t.Error("writing through a symlink out of the workspace: got nil, want an error")
-	}
-	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
-		t.Errorf("a file was written outside the workspace: %v", entries)
 	}
 }
 

@@ -179,12 +179,8 @@ func (r *jobRun) run(ctx context.Context) (fin api.FinishRequest) {
 		return fin
 	}
 
-	if len(spec.Files) > 0 {
-		r.printf("==> writing %d job files\n", len(spec.Files))
-		if err := writeFiles(sb.WorkDir(), spec.Files); err != nil {
-			r.printf("==> %v\n", err)
-			return systemError(err.Error())
-		}
+	if fin, done := r.writeFiles(ctx, sb.WorkDir(), spec, timeout); done {
+		return fin
 	}
 	for i, step := range spec.Steps {
 		if ctx.Err() != nil {
@@ -612,32 +608,6 @@ func secretValues(secrets map[string]string) []string {
 // directories. A path that is absolute or leaves the workspace is refused
 // before anything is written; the writes themselves go through os.Root, so a
 // symlink cannot lead them out either.
-func writeFiles(dir string, files map[string]string) error {
-	names := slices.Sorted(maps.Keys(files))
-	for _, name := range names {
-		if !localPath(name) {
-			return fmt.Errorf("job file %q: path is not inside the workspace", name)
-		}
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return fmt.Errorf("opening workspace: %w", err)
-	}
-	defer root.Close()
-	for _, name := range names {
-		rel := filepath.FromSlash(name)
-		if d := filepath.Dir(rel); d != "." {
-			if err := root.MkdirAll(d, 0o755); err != nil {
-				return fmt.Errorf("job file %q: %w", name, err)
-			}
-		}
-		if err := root.WriteFile(rel, []byte(files[name]), 0o644); err != nil {
-			return fmt.Errorf("job file %q: %w", name, err)
-		}
-	}
-	return nil
-}
-
 // localPath reports whether a job file name stays inside the workspace.
 func localPath(name string) bool {
 	return name != "" && !strings.Contains(name, "\\") && filepath.IsLocal(filepath.FromSlash(name))

@@ -113,6 +113,9 @@ type decoder struct {
 var (
 	durationType    = reflect.TypeFor[Duration]()
 	byteSizeType    = reflect.TypeFor[ByteSize]()
+	fileType        = reflect.TypeFor[File]()
+	timeType        = reflect.TypeFor[time.Time]()
+	fileMode        = reflect.TypeFor[FileMode]()
 	unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 )
 
@@ -164,6 +167,30 @@ func (d *decoder) valueToken(p string, v reflect.Value, tok json.Token, start in
 		return d.duration(p, v, tok)
 	case byteSizeType:
 		return d.byteSize(p, v, tok)
+	case timeType:
+		x, ok := tok.(string)
+		if !ok {
+			return d.mismatch(p, t, tok)
+		}
+		tm, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(x))
+		if err != nil {
+			d.p.addf(p, "%s is not a time (RFC 3339, such as \"2026-01-02T15:04:05Z\")", quote(x))
+			return nil
+		}
+		v.Set(reflect.ValueOf(tm))
+		return nil
+	case fileType:
+		// A string is short for {"content": ...}; an object is walked
+		// strictly like any struct (File's UnmarshalJSON would not be).
+		if s, ok := tok.(string); ok {
+			v.Set(reflect.ValueOf(InlineFile(s)))
+			return nil
+		}
+		if !isDelim(tok, '{') {
+			d.p.addf(p, "must be a string (the content) or an object with content or blob, not %s", describeToken(tok))
+			return d.skip(tok)
+		}
+		return d.object(p, v)
 	}
 	if t.Kind() != reflect.Pointer && reflect.PointerTo(t).Implements(unmarshalerType) {
 		if err := d.skip(tok); err != nil {
@@ -589,6 +616,10 @@ func describeType(t reflect.Type) string {
 		return `a duration such as "10m"`
 	case byteSizeType:
 		return `a size such as "4GiB"`
+	case timeType:
+		return `a time such as "2026-01-02T15:04:05Z"`
+	case fileMode:
+		return `an octal mode such as "0755"`
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

@@ -29,7 +29,7 @@ func fullSpec() Spec {
 			Shallow:   &shallow,
 			Sparse:    []string{"src/", "docs"},
 		},
-		Files: map[string]string{"config/input.json": `{"k": 1}`},
+		Files: map[string]File{"config/input.json": InlineFile(`{"k": 1}`)},
 		Steps: []Step{{
 			Name:    "build",
 			Image:   "registry.example.com/go:1.22",
@@ -161,8 +161,16 @@ func TestDecodeAccepts(t *testing.T) {
 		{"fractional size", `{"resources":{"memory":"1.5GiB"}}`, Spec{Resources: Resources{Memory: 3 << 29}}},
 		{"duration with spaces", `{"timeout":" 1h30m "}`, Spec{Timeout: Duration(90 * time.Minute)}},
 		{"shallow false is kept", `{"repository":{"commit":"","shallow":false}}`, Spec{Repository: &Repository{Shallow: new(bool)}}},
-		{"empty collections", `{"files":{},"artifacts":[]}`, Spec{Files: map[string]string{}, Artifacts: []string{}}},
+		{"empty collections", `{"files":{},"artifacts":[]}`, Spec{Files: map[string]File{}, Artifacts: []string{}}},
 		{"unicode and escapes", `{"steps":[{"run":"echo \u00e9\t\"q\""}]}`, Spec{Steps: []Step{{Run: "echo é\t\"q\""}}}},
+		{"files long and short", `{"files":{"a":"x","run.sh":{"content":"#!/bin/sh","mode":"0755","mtime":"2026-01-02T03:04:05Z"},` +
+			`"bin/tool":{"blob":"sha256:` + strings.Repeat("0f", 32) + `","mode":493},"r":{"mode":"444"}}}`,
+			Spec{Files: map[string]File{
+				"a":        InlineFile("x"),
+				"run.sh":   {Content: "#!/bin/sh", Mode: 0o755, ModTime: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+				"bin/tool": {Blob: "sha256:" + strings.Repeat("0f", 32), Mode: 0o755},
+				"r":        {Mode: 0o444},
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,7 +242,11 @@ func TestDecodeRefuses(t *testing.T) {
 		{"steps object", `{"steps":{"run":"x"}}`, []fe{{"steps", "must be an array, not an object"}}, false},
 		{"files array", `{"files":["a"]}`, []fe{{"files", "must be an object, not an array"}}, false},
 		{"resources string", `{"resources":"big"}`, []fe{{"resources", "must be an object, not a string"}}, false},
-		{"file content number", `{"files":{"a b/c":1}}`, []fe{{`files["a b/c"]`, "must be a string, not a number (quote it)"}}, false},
+		{"file content number", `{"files":{"a b/c":1}}`, []fe{{`files["a b/c"]`, "must be a string (the content) or an object with content or blob, not a number"}}, false},
+		{"file unknown field", `{"files":{"a":{"contents":"x"}}}`, []fe{{"files.a.contents", `unknown field (did you mean "content"?)`}}, false},
+		{"file mode not octal", `{"files":{"a":{"mode":"0789"}}}`, []fe{{"files.a.mode", `"0789" is not a file mode (an octal string such as "0755")`}}, false},
+		{"file mode setuid", `{"files":{"a":{"mode":2541}}}`, []fe{{"files.a.mode", "2541: a job file's mode holds permission bits only (at most 0777)"}}, false},
+		{"file mtime not a time", `{"files":{"a":{"mtime":"yesterday"}}}`, []fe{{"files.a.mtime", `"yesterday" is not a time (RFC 3339, such as "2026-01-02T15:04:05Z")`}}, false},
 		{"artifact number", `{"artifacts":["a",2]}`, []fe{{"artifacts[1]", "must be a string, not a number (quote it)"}}, false},
 
 		// Null is an absent field, but not an element.
@@ -456,5 +468,29 @@ func roundTrip(t *testing.T, s Spec) {
 	}
 	if diff := cmp.Diff(s, got, cmpopts.EquateEmpty()); diff != "" {
 		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+}
+
+func TestFileJSONRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, f := range []File{
+		InlineFile("plain"),
+		{Content: "x", Mode: 0o700},
+		{Blob: "sha256:" + strings.Repeat("0f", 32), ModTime: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)},
+	} {
+		data, err := json.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.isShort() != (data[0] == '"') {
+			t.Errorf("Marshal(%+v) = %s: short form %v, want %v", f, data, data[0] == '"', f.isShort())
+		}
+		var got File
+		if err := json.Unmarshal(data, &got); err != nil {
+			t.Fatalf("Unmarshal(%s): %v", data, err)
+		}
+		if diff := cmp.Diff(f, got); diff != "" {
+			t.Errorf("round trip of %s (-want +got):\n%s", data, diff)
+		}
 	}
 }

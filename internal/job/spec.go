@@ -11,7 +11,7 @@ type Spec struct {
 	Version     int               `json:"version"`
 	Queue       string            `json:"queue,omitempty"`
 	Repository  *Repository       `json:"repository,omitempty"`
-	Files       map[string]string `json:"files,omitempty"`
+	Files       map[string]File   `json:"files,omitempty"`
 	Steps       []Step            `json:"steps"`
 	Resources   Resources         `json:"resources,omitempty"`
 	Network     Network           `json:"network,omitempty"`

@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"path"
@@ -220,14 +221,25 @@ func validateRepository(p *problems, r *Repository) {
 	}
 }
 
-func validateFiles(p *problems, files map[string]string, l Limits) {
+func validateFiles(p *problems, files map[string]File, l Limits) {
 	if len(files) > l.MaxFiles {
 		p.addf("files", "%d files, the limit is %d", len(files), l.MaxFiles)
 	}
 	var total int64
 	for _, k := range sortedKeys(files) {
-		total += int64(len(files[k]))
+		f := files[k]
+		total += int64(len(f.Content))
 		kp := FieldPath("files", k)
+		if f.Blob != "" {
+			if f.Content != "" {
+				p.add(kp, "has both content and blob: give one")
+			} else if _, err := ParseBlob(f.Blob); err != nil {
+				p.add(kp+".blob", err.Error())
+			}
+		}
+		if f.Mode > MaxFileMode {
+			p.addf(kp+".mode", "%s: a job file's mode holds permission bits only (at most 0777)", f.Mode)
+		}
 		if msg := checkRelPath(k, "workspace"); msg != "" {
 			p.add(kp, msg)
 			continue
@@ -606,11 +618,6 @@ func quote(s string) string {
 
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }

@@ -122,9 +122,9 @@ func TestValidate(t *testing.T) {
 		// files
 		{"no files", func(s *Spec) { s.Files = nil }, nil, Limits{}},
 		{"file paths", func(s *Spec) {
-			s.Files = map[string]string{
-				"/etc/passwd": "", "../up": "", "a/../../up": "", "a//b": "", "./a": "", "d/": "",
-				".": "", "": "", "nul\x00": "", "x/" + strings.Repeat("y", 4096): "", "ok/file.txt": "",
+			s.Files = map[string]File{
+				"/etc/passwd": {}, "../up": {}, "a/../../up": {}, "a//b": {}, "./a": {}, "d/": {},
+				".": {}, "": {}, "nul\x00": {}, "x/" + strings.Repeat("y", 4096): {}, "ok/file.txt": {},
 			}
 		}, []fe{
 			{`files[""]`, "is empty"},
@@ -138,14 +138,30 @@ func TestValidate(t *testing.T) {
 			{`files["nul\x00"]`, "must not contain a NUL byte"},
 			{`files["x/` + strings.Repeat("y", 98) + `…"]`, "4098 characters, the limit is 4096"},
 		}, Limits{}},
-		{"file under a file", func(s *Spec) { s.Files = map[string]string{"a": "", "a/b/c": ""} },
+		{"file under a file", func(s *Spec) { s.Files = map[string]File{"a": {}, "a/b/c": {}} },
 			[]fe{{`files["a/b/c"]`, `"a" is also a file`}}, Limits{}},
 		{"too many files", func(s *Spec) { s.Files = manyFiles(1001, 0) },
 			[]fe{{"files", "1001 files, the limit is 1000"}}, Limits{}},
 		{"files too big together", func(s *Spec) { s.Files = manyFiles(3, 512<<10) },
 			[]fe{{"files", "1.5 MiB in total, the limit is 1 MiB"}}, Limits{}},
-		{"files a byte too big", func(s *Spec) { s.Files = map[string]string{"a": strings.Repeat("x", 1<<20+1)} },
+		{"files a byte too big", func(s *Spec) { s.Files = map[string]File{"a": InlineFile(strings.Repeat("x", 1<<20+1))} },
 			[]fe{{"files", "1048577 bytes in total, the limit is 1 MiB (1048576 bytes)"}}, Limits{}},
+		{"uploaded files and modes", func(s *Spec) {
+			s.Files = map[string]File{
+				"bin/tool": {Blob: "sha256:" + strings.Repeat("ab", 32), Mode: 0o755},
+				"both":     {Blob: "sha256:" + strings.Repeat("ab", 32), Content: "x"},
+				"short":    {Blob: "sha256:abc"},
+				"upper":    {Blob: "sha256:" + strings.Repeat("AB", 32)},
+				"md5":      {Blob: "md5:" + strings.Repeat("ab", 16)},
+				"setuid":   {Content: "x", Mode: 0o4755},
+			}
+		}, []fe{
+			{`files.both`, "has both content and blob: give one"},
+			{`files.md5.blob`, `"md5:abababababababababababababababab" is not a blob reference (sha256: and 64 lowercase hex digits)`},
+			{`files.setuid.mode`, "04755: a job file's mode holds permission bits only (at most 0777)"},
+			{`files.short.blob`, `"sha256:abc" is not a blob reference (sha256: and 64 lowercase hex digits)`},
+			{`files.upper.blob`, `"sha256:` + strings.Repeat("AB", 32) + `" is not a blob reference (sha256: and 64 lowercase hex digits)`},
+		}, Limits{}},
 
 		// steps
 		{"no steps", func(s *Spec) { s.Steps = nil }, []fe{{"steps", "at least one step is required"}}, Limits{}},
@@ -371,10 +387,10 @@ func fillPaths(ps []string) {
 	}
 }
 
-func manyFiles(n, size int) map[string]string {
-	files := make(map[string]string, n)
+func manyFiles(n, size int) map[string]File {
+	files := make(map[string]File, n)
 	for i := range n {
-		files[fmt.Sprintf("f%d", i)] = strings.Repeat("x", size)
+		files[fmt.Sprintf("f%d", i)] = InlineFile(strings.Repeat("x", size))
 	}
 	return files
 }

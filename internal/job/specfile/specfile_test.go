@@ -28,7 +28,7 @@ func architectureSpec() job.Spec {
 			Shallow: &shallow,
 			Sparse:  []string{"src/"},
 		},
-		Files: map[string]string{"config/input.json": "…"},
+		Files: map[string]job.File{"config/input.json": job.InlineFile("…")},
 		Steps: []job.Step{{
 			Name:    "build",
 			Image:   "registry.example.com/go:1.22",
@@ -110,7 +110,7 @@ func TestYAMLAndJSONAgree(t *testing.T) {
 		{"file path key",
 			"files:\n  config/input.json: 12\n",
 			`{"files":{"config/input.json":12}}`,
-			[]job.FieldError{fe(`files["config/input.json"]`, "must be a string, not a number (quote it)")}},
+			[]job.FieldError{fe(`files["config/input.json"]`, "must be a string (the content) or an object with content or blob, not a number")}},
 		{"null step",
 			"steps:\n  - run: x\n  -\n",
 			`{"steps":[{"run":"x"},null]}`,
@@ -160,7 +160,7 @@ func TestParseAccepts(t *testing.T) {
 		{"JSON with a byte order mark", "\ufeff" + `{"steps":[{"run":"make"}]}`, minimal},
 		{"YAML flow style", "{steps: [{run: make}]}", minimal},
 		{"JSON key longer than YAML allows", `{"steps":[{"run":"make"}],"files":{"` + longPath + `":"x"}}`,
-			job.Spec{Steps: minimal.Steps, Files: map[string]string{longPath: "x"}}},
+			job.Spec{Steps: minimal.Steps, Files: map[string]job.File{longPath: job.InlineFile("x")}}},
 		{"block scalar", "steps:\n  - run: |\n      make\n      make test\n", job.Spec{Steps: []job.Step{{Run: "make\nmake test\n"}}}},
 		{"merge keys", "steps:\n  - &s {run: make, env: {A: \"1\"}}\n  - {<<: *s, name: again}\n",
 			job.Spec{Steps: []job.Step{{Run: "make", Env: map[string]string{"A": "1"}}, {Name: "again", Run: "make", Env: map[string]string{"A": "1"}}}}},
@@ -417,7 +417,7 @@ func TestReferenceExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the example in docs/job-spec.md: %v", err)
 	}
-	if got, want := s.Files["config/input.json"], `{"mode": "ci"}`; got != want {
+	if got, want := s.Files["config/input.json"].Content, `{"mode": "ci"}`; got != want {
 		t.Errorf("files[config/input.json] = %q, want %q", got, want)
 	}
 }

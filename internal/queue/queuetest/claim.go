@@ -16,7 +16,7 @@ import (
 var submitCases = []testCase{
 	{"a submitted job is queued with its spec", func(t *testing.T, h *harness) {
 		spec := specFor("gpu", 7, 3)
-		spec.Files = map[string]string{"config/input.json": `{"a":1}`}
+		spec.Files = map[string]job.File{"config/input.json": job.InlineFile(`{"a":1}`)}
 		spec.Secrets = []string{"NPM_TOKEN"}
 		got := h.submitSpec(spec)
 		want := &queue.Job{ID: got.ID, Queue: "gpu", Priority: 7, Spec: spec, State: job.StateQueued,
