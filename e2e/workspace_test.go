@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-run/airlock/internal/api"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/testenv"
 )
@@ -133,5 +136,72 @@ chmod 755 out/sub/run.sh; echo noise > logs/debug.log; ln -s /etc/passwd out/esc
 	}
 	if _, _, code := c.cli("artifacts", fmt.Sprint(j.ID), "--attempt", "7", "-o", filepath.Join(dir, "x.tgz")); code != 2 {
 		t.Errorf("artifacts of an attempt without any: exit %d, want 2", code)
+	}
+}
+
+func TestUploadedJobFilesArriveWithTheirModesAndTimes(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startExecutor(1)
+	dir := t.TempDir()
+	mtime := time.Date(2021, 6, 7, 8, 9, 10, 0, time.UTC)
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tool := write("tool.sh", "#!/bin/sh\necho tool ran\n", 0o750)
+	write("data/a.txt", "alpha\n", 0o640)
+	write("data/deep/b.txt", "beta\n", 0o604)
+	specPath := filepath.Join(dir, "job.yaml")
+	if err := os.WriteFile(specPath, []byte(`steps:
+  - run: |
+      ./bin/tool; cat input/a.txt input/deep/b.txt
+      stat -c '%n %a %Y' bin/tool input/a.txt input/deep/b.txt
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out, errOut, code := c.cli("submit", specPath, "--file", tool+":bin/tool", "--file", filepath.Join(dir, "data")+":input", "-f")
+	if code != 0 {
+		t.Fatalf("submit --file: exit %d:\n%s%s", code, out, errOut)
+	}
+	if n := strings.Count(errOut, "uploaded "); n != 3 {
+		t.Errorf("first submit uploaded %d files, want 3:\n%s", n, errOut)
+	}
+	want := fmt.Sprintf("tool ran\nalpha\nbeta\nbin/tool 750 %[1]d\ninput/a.txt 640 %[1]d\ninput/deep/b.txt 604 %[1]d\n", mtime.Unix())
+	if !strings.Contains(out, want) {
+		t.Errorf("job output lacks %q:\n%s", want, out)
+	}
+
+	// The same files again: nothing is sent twice.
+	out, errOut, code = c.cli("submit", specPath, "--file", tool+":bin/tool", "--file", filepath.Join(dir, "data")+":input", "-f")
+	if code != 0 || strings.Contains(errOut, "uploaded ") || !strings.Contains(out, want) {
+		t.Errorf("second submit: exit %d, want 0, no upload and the same output:\n%s%s", code, out, errOut)
+	}
+
+	// A spec naming a file nobody uploaded is refused at submit, by field.
+	missing := "sha256:" + strings.Repeat("0", 64)
+	spec := shellSpec("true")
+	spec.Files = map[string]job.File{"x": {Blob: missing}}
+	_, err := c.client.Submit(context.Background(), spec)
+	var se *api.StatusError
+	if !errors.As(err, &se) || se.Status != 422 || se.Err.Field != "files.x.blob" || !strings.Contains(se.Err.Message, "has not been uploaded") {
+		t.Errorf("submitting a spec naming a missing upload: %v, want 422 on files.x.blob", err)
+	}
+	// A path escaping the workspace is refused before anything is sent.
+	if _, errOut, code := c.cli("submit", specPath, "--file", tool+":../outside"); code != 2 || !strings.Contains(errOut, "escapes") {
+		t.Errorf("--file to ../outside: exit %d, want 2 naming the escape:\n%s", code, errOut)
 	}
 }

@@ -14,6 +14,7 @@ func newSubmitCommand() *cobra.Command {
 	var cf clientFlags
 	var follow bool
 	var queueName string
+	var fileFlags []string
 	cmd := &cobra.Command{
 		Use:   "submit FILE",
 		Short: "Submit a job from a YAML or JSON spec",
@@ -21,7 +22,12 @@ func newSubmitCommand() *cobra.Command {
 
 With --follow, stream the job's log until it ends; the exit status then mirrors
 the outcome: 0 succeeded, 1 failed, 3 canceled, 4 errored (2 is a bad spec or
-usage, 5 a coordinator that could not be reached).`,
+usage, 5 a coordinator that could not be reached).
+
+--file LOCAL:REMOTE uploads a local file and writes it into the workspace at
+REMOTE (a path relative to it) with its mode and modification time; a
+directory brings every regular file under it. A file the coordinator already
+holds (the same content) is not sent again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signalContext(cmd.Context())
@@ -33,8 +39,15 @@ usage, 5 a coordinator that could not be reached).`,
 			if queueName != "" {
 				spec.Queue = queueName
 			}
+			files, err := parseFileFlags(fileFlags)
+			if err != nil {
+				return exitf(exitUsage, "%v", err)
+			}
 			c, err := cf.client()
 			if err != nil {
+				return err
+			}
+			if err := uploadFiles(ctx, c, &spec, files, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
 			j, err := c.Submit(ctx, spec)
@@ -58,6 +71,7 @@ usage, 5 a coordinator that could not be reached).`,
 	cf.register(cmd)
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "stream the log until the job ends; exit status mirrors the outcome")
 	cmd.Flags().StringVar(&queueName, "queue", "", "override the spec's queue")
+	cmd.Flags().StringArrayVar(&fileFlags, "file", nil, "upload LOCAL[:REMOTE] as a job file (repeatable; a directory brings its files)")
 	return cmd
 }
 

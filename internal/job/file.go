@@ -113,3 +113,7 @@ func parseFileMode(data []byte) (FileMode, error) {
 	}
 	return FileMode(n), nil
 }
+
+// CheckFilePath says what is wrong with p as a job file's path ("escapes
+// the workspace"), or "" when it is fine: relative, clean, inside.
+func CheckFilePath(p string) string { return checkRelPath(p, "workspace") }
