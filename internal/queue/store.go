@@ -193,8 +193,8 @@ type ListParams struct {
 	// FinishedBefore, when set, keeps only terminal jobs that finished
 	// before it (what a retention policy deletes).
 	FinishedBefore time.Time
-	Limit          int // default 50, at most 1000
-	Cursor string      // from ListResult.NextCursor; empty for the first page
+	Limit          int    // default 50, at most 1000
+	Cursor         string // from ListResult.NextCursor; empty for the first page
 }
 
 // ListResult is one page of jobs.
