@@ -205,3 +205,57 @@ func TestUploadedJobFilesArriveWithTheirModesAndTimes(t *testing.T) {
 		t.Errorf("--file to ../outside: exit %d, want 2 naming the escape:\n%s", code, errOut)
 	}
 }
+
+func TestArtifactsAfterAFailureWhenTheSpecAsks(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOpts{})
+	c.startExecutor(2)
+	ctx := context.Background()
+	submit := func(when job.ArtifactsWhen, timeout time.Duration, run string) *api.Job {
+		spec := shellSpec(run)
+		spec.Artifacts = []string{"out/*"}
+		spec.ArtifactsWhen = when
+		spec.Timeout = job.Duration(timeout)
+		return c.submit(spec)
+	}
+	exits := submit(job.ArtifactsOnFailure, 0, "mkdir out; echo crash dump > out/core.txt; exit 3")
+	timesOut := submit(job.ArtifactsAlways, 2*time.Second, "mkdir out; echo partial > out/partial.txt; sleep 60")
+	byDefault := submit("", 0, "mkdir out; echo kept? > out/x.txt; exit 1")
+	onlyOnFailure := submit(job.ArtifactsOnFailure, 0, "mkdir out; echo fine > out/x.txt")
+
+	for _, tc := range []struct {
+		j          *api.Job
+		state      job.State
+		reason     job.Reason
+		artifacts  bool
+		logPattern string
+	}{
+		{exits, job.StateFailed, job.ReasonExitCode, true, "collecting artifacts after the failure (artifactsWhen: failure)"},
+		{timesOut, job.StateFailed, job.ReasonJobTimeout, true, "uploaded 1 artifact files"},
+		{byDefault, job.StateFailed, job.ReasonExitCode, false, ""},
+		{onlyOnFailure, job.StateSucceeded, job.ReasonSuccess, false, ""},
+	} {
+		got := c.waitJob(tc.j.ID, time.Minute)
+		log := c.logOf(tc.j.ID)
+		if got.State != tc.state || got.Reason != tc.reason {
+			t.Errorf("job %d ended %s/%s, want %s/%s:\n%s", tc.j.ID, got.State, got.Reason, tc.state, tc.reason, log)
+		}
+		list, err := c.client.Artifacts(ctx, tc.j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if has := len(list.Artifacts) > 0; has != tc.artifacts {
+			t.Errorf("job %d: artifacts kept = %v, want %v:\n%s", tc.j.ID, has, tc.artifacts, log)
+		}
+		if tc.logPattern != "" && !strings.Contains(log, tc.logPattern) {
+			t.Errorf("job %d log lacks %q:\n%s", tc.j.ID, tc.logPattern, log)
+		}
+	}
+	dir := t.TempDir()
+	if out, errOut, code := c.cli("artifacts", fmt.Sprint(exits.ID), "--extract", dir); code != 0 {
+		t.Fatalf("artifacts --extract: exit %d: %s%s", code, out, errOut)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "out/core.txt")); err != nil || string(b) != "crash dump\n" {
+		t.Errorf("out/core.txt of the failed job: %q, %v", b, err)
+	}
+}

@@ -143,6 +143,7 @@ func (r *jobRun) run(ctx context.Context) (fin api.FinishRequest) {
 	}()
 	spec := r.claim.Job.Spec
 	timeout := r.e.jobTimeout(spec)
+	attemptCtx := ctx
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errJobTimeout)
 	defer cancel()
 
@@ -187,11 +188,16 @@ func (r *jobRun) run(ctx context.Context) (fin api.FinishRequest) {
 			return r.interrupted(ctx, "", timeout)
 		}
 		if fin, done := r.runStep(ctx, sb, i, step, timeout); done {
+			if stepFailed(fin) && spec.ArtifactsWhen.After(false) {
+				r.artifactsAfterFailure(attemptCtx, sb.WorkDir(), spec, timeout)
+			}
 			return fin
 		}
 	}
-	if fin, done := r.uploadArtifacts(ctx, sb.WorkDir(), spec, timeout); done {
-		return fin
+	if spec.ArtifactsWhen.After(true) {
+		if fin, done := r.uploadArtifacts(ctx, sb.WorkDir(), spec, timeout); done {
+			return fin
+		}
 	}
 	return api.FinishRequest{Outcome: job.OutcomeSucceeded, Reason: job.ReasonSuccess}
 }
@@ -435,6 +441,39 @@ func (r *jobRun) uploadArtifacts(ctx context.Context, dir string, spec job.Spec,
 	}
 	r.printf("==> uploading artifacts failed: %v\n", err)
 	return systemError(fmt.Sprintf("uploading artifacts: %v", err)), true
+}
+
+// stepFailed reports whether fin is a step's own failure (exit code,
+// timeout, memory), after which the spec may ask for artifacts.
+func stepFailed(fin api.FinishRequest) bool {
+	if fin.Outcome != job.OutcomeFailed {
+		return false
+	}
+	switch fin.Reason {
+	case job.ReasonExitCode, job.ReasonStepTimeout, job.ReasonJobTimeout, job.ReasonOOM:
+		return true
+	}
+	return false
+}
+
+// failureArtifactsTimeout bounds collecting and uploading artifacts after a
+// failure, which may come after the job's own time is up.
+const failureArtifactsTimeout = 10 * time.Minute
+
+// artifactsAfterFailure collects and uploads the artifacts of a job whose
+// step failed. The job's own deadline may be over (a job timeout), so it
+// runs under the attempt's context (a cancel or a drain still stops it) with
+// a bound of its own. Whatever happens, the job keeps the failure it had.
+func (r *jobRun) artifactsAfterFailure(attemptCtx context.Context, dir string, spec job.Spec, timeout time.Duration) {
+	if len(spec.Artifacts) == 0 || attemptCtx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(attemptCtx, failureArtifactsTimeout)
+	defer cancel()
+	r.printf("==> collecting artifacts after the failure (artifactsWhen: %s)\n", spec.ArtifactsWhen)
+	if fin, done := r.uploadArtifacts(ctx, dir, spec, timeout); done {
+		r.printf("==> artifacts not kept: %s\n", describe(fin))
+	}
 }
 
 // image is the image step runs in: its own, or the executor's default.

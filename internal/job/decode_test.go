@@ -39,14 +39,15 @@ func fullSpec() Spec {
 			Dir:     "src",
 			Timeout: Duration(10 * time.Minute),
 		}},
-		Resources:   Resources{CPUs: 2.5, Memory: 4 << 30, Pids: 2048, Disk: 10 << 30},
-		Network:     NetworkNone,
-		Timeout:     Duration(30 * time.Minute),
-		MaxAttempts: 5,
-		Artifacts:   []string{"out/*.scip"},
-		Secrets:     []string{"NPM_TOKEN"},
-		Priority:    -7,
-		Env:         map[string]string{"GOFLAGS": "-mod=mod"},
+		Resources:     Resources{CPUs: 2.5, Memory: 4 << 30, Pids: 2048, Disk: 10 << 30},
+		Network:       NetworkNone,
+		Timeout:       Duration(30 * time.Minute),
+		MaxAttempts:   5,
+		Artifacts:     []string{"out/*.scip"},
+		ArtifactsWhen: ArtifactsAlways,
+		Secrets:       []string{"NPM_TOKEN"},
+		Priority:      -7,
+		Env:           map[string]string{"GOFLAGS": "-mod=mod"},
 	}
 }
 
@@ -78,6 +79,7 @@ const fullSpecJSON = `{
   "timeout": "30m",
   "maxAttempts": 5,
   "artifacts": ["out/*.scip"],
+  "artifactsWhen": "always",
   "secrets": ["NPM_TOKEN"],
   "priority": -7,
   "env": {"GOFLAGS": "-mod=mod"}

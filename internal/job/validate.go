@@ -172,6 +172,11 @@ func (s Spec) Validate(l Limits) error {
 		p.addf("maxAttempts", "%d is out of range (1 to %d)", s.MaxAttempts, MaxAttemptsCap)
 	}
 	validateArtifacts(&p, s.Artifacts, l)
+	switch s.ArtifactsWhen {
+	case "", ArtifactsOnSuccess, ArtifactsOnFailure, ArtifactsAlways:
+	default:
+		p.addf("artifactsWhen", "%s is not one of %q, %q and %q", quote(string(s.ArtifactsWhen)), ArtifactsOnSuccess, ArtifactsOnFailure, ArtifactsAlways)
+	}
 	validateSecrets(&p, s, l)
 	if s.Priority < MinPriority || s.Priority > MaxPriority {
 		p.addf("priority", "%d is out of range (%d to %d)", s.Priority, MinPriority, MaxPriority)

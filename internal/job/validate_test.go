@@ -146,6 +146,9 @@ func TestValidate(t *testing.T) {
 			[]fe{{"files", "1.5 MiB in total, the limit is 1 MiB"}}, Limits{}},
 		{"files a byte too big", func(s *Spec) { s.Files = map[string]File{"a": InlineFile(strings.Repeat("x", 1<<20+1))} },
 			[]fe{{"files", "1048577 bytes in total, the limit is 1 MiB (1048576 bytes)"}}, Limits{}},
+		{"artifacts when", func(s *Spec) { s.ArtifactsWhen = "sometimes" },
+			[]fe{{"artifactsWhen", `"sometimes" is not one of "success", "failure" and "always"`}}, Limits{}},
+		{"artifacts always", func(s *Spec) { s.ArtifactsWhen = ArtifactsAlways }, nil, Limits{}},
 		{"uploaded files and modes", func(s *Spec) {
 			s.Files = map[string]File{
 				"bin/tool": {Blob: "sha256:" + strings.Repeat("ab", 32), Mode: 0o755},
