@@ -33,6 +33,9 @@ type coordinatorConfig struct {
 	HeartbeatInterval  time.Duration
 	ClaimWait          time.Duration
 	LogLimit           int64
+	Retention          time.Duration
+	ArtifactLimit      int64
+	FileLimit          int64
 }
 
 func (c *coordinatorConfig) register(cmd *cobra.Command) {
@@ -49,6 +52,9 @@ func (c *coordinatorConfig) register(cmd *cobra.Command) {
 	f.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "how often executors heartbeat (also the cancellation latency)")
 	f.DurationVar(&c.ClaimWait, "claim-wait", 30*time.Second, "how long a claim long-poll is held open when no job is queued")
 	f.Int64Var(&c.LogLimit, "log-limit", 64<<20, "most log bytes kept per attempt (head and tail are kept, the middle is omitted)")
+	f.DurationVar(&c.Retention, "retention", 30*24*time.Hour, "how long finished jobs are kept with their logs and artifacts (0 keeps them forever)")
+	f.Int64Var(&c.ArtifactLimit, "artifact-limit", coordinator.DefaultArtifactLimit, "most bytes of compressed artifacts kept per attempt")
+	f.Int64Var(&c.FileLimit, "file-limit", coordinator.DefaultFileLimit, "most bytes of one uploaded job file")
 }
 
 func newCoordinatorCommand() *cobra.Command {
@@ -114,7 +120,15 @@ func runCoordinator(ctx context.Context, log *slog.Logger, cfg coordinatorConfig
 		return exitf(exitSystem, "blob store: %v", err)
 	}
 	defer blobs.Close()
+	tmp := filepath.Join(cfg.DataDir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return exitf(exitSystem, "temporary directory: %v", err)
+	}
 	srv, err := coordinator.New(coordinator.Config{
+		Retention:         cfg.Retention,
+		ArtifactLimit:     cfg.ArtifactLimit,
+		FileLimit:         cfg.FileLimit,
+		TempDir:           tmp,
 		Store:             store,
 		Mirrors:           mirrors,
 		Blobs:             blobs,

@@ -25,6 +25,8 @@ const (
 	DefaultMaxRequestBytes   = 2 << 20  // JSON bodies
 	DefaultArtifactLimit     = 1 << 30  // compressed artifacts per attempt
 	DefaultFileLimit         = 1 << 30  // one uploaded job file
+	DefaultRetentionInterval = time.Hour
+	DefaultUploadGrace       = 24 * time.Hour
 	// MaxLogChunkBytes bounds one log append request (api.MaxLogChunkBytes).
 	MaxLogChunkBytes = 4 << 20
 	// MinTokenLength is the shortest configured token accepted.
@@ -55,6 +57,16 @@ type Config struct {
 	ArtifactLimit int64
 	// FileLimit bounds one uploaded job file. Default DefaultFileLimit.
 	FileLimit int64
+	// Retention is how long a finished job is kept, with its logs and
+	// artifacts; 0 keeps jobs forever.
+	Retention time.Duration
+	// RetentionInterval is how often the retention sweep runs. Default
+	// DefaultRetentionInterval.
+	RetentionInterval time.Duration
+	// UploadGrace is how long an uploaded file that no job names is kept
+	// (the time a client has between uploading and submitting). Default
+	// DefaultUploadGrace.
+	UploadGrace time.Duration
 	// TempDir stages uploads while their digest is checked; "" is the
 	// system's temporary directory.
 	TempDir string
@@ -104,6 +116,12 @@ func (c Config) withDefaults() Config {
 	if c.ArtifactLimit == 0 {
 		c.ArtifactLimit = DefaultArtifactLimit
 	}
+	if c.RetentionInterval == 0 {
+		c.RetentionInterval = DefaultRetentionInterval
+	}
+	if c.UploadGrace == 0 {
+		c.UploadGrace = DefaultUploadGrace
+	}
 	if c.FileLimit == 0 {
 		c.FileLimit = DefaultFileLimit
 	}
@@ -148,6 +166,12 @@ func (c Config) Validate() error {
 	}
 	check("client", c.ClientTokens)
 	check("executor", c.ExecutorTokens)
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("retention %s is negative (0 keeps jobs forever)", c.Retention))
+	}
+	if c.UploadGrace < 0 {
+		errs = append(errs, fmt.Errorf("upload grace %s is negative", c.UploadGrace))
+	}
 
 	for name, d := range map[string]time.Duration{
 		"lease": c.Lease, "heartbeat interval": c.HeartbeatInterval,

@@ -196,10 +196,14 @@ func (s *Server) checkFiles(r *http.Request, spec job.Spec) error {
 			return invalid(field, "this coordinator keeps no uploaded files")
 		}
 		h, _ := job.ParseBlob(f.Blob) // validated
-		if _, err := s.cfg.Blobs.Stat(r.Context(), uploadKey(h)); errors.Is(err, blobstore.ErrNotFound) {
+		info, err := s.cfg.Blobs.Stat(r.Context(), uploadKey(h))
+		if errors.Is(err, blobstore.ErrNotFound) {
 			return invalid(field, "%s has not been uploaded (PUT %s/files/%s first; airlock submit --file does)", f.Blob, api.Prefix, f.Blob)
 		} else if err != nil {
 			return fmt.Errorf("checking file %s: %w", f.Blob, err)
+		}
+		if err := s.refreshUpload(r.Context(), uploadKey(h), info); err != nil {
+			return fmt.Errorf("refreshing file %s: %w", f.Blob, err)
 		}
 	}
 	return nil

@@ -214,7 +214,10 @@ func (s *Server) Start(ctx context.Context) error {
 	s.reapDone = make(chan struct{})
 	go func() {
 		defer close(s.reapDone)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.retentionLoop(ctx) })
 		s.reapLoop(ctx)
+		wg.Wait()
 	}()
 	return nil
 }
