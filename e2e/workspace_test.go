@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -23,6 +24,16 @@ import (
 // git http-backend, standing in for a real remote; it returns its URL and
 // commits.
 func gitUpstream(t *testing.T) (url string, commits []string) {
+	t.Helper()
+	h, commits := gitBackend(t)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL + "/upstream.git", commits
+}
+
+// gitBackend is a repository with two commits, upstream.git, and a git
+// http-backend handler serving it (and any other repository beside it).
+func gitBackend(t *testing.T) (http.Handler, []string) {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
 		testenv.Missing(t, "git", err)
@@ -52,10 +63,8 @@ func gitUpstream(t *testing.T) (url string, commits []string) {
 	c2 := run("rev-parse", "HEAD")
 	run("clone", "-q", "--bare", ".", filepath.Join(root, "upstream.git"))
 	execPath := run("--exec-path")
-	srv := httptest.NewServer(&cgi.Handler{Path: filepath.Join(execPath, "git-http-backend"),
-		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}})
-	t.Cleanup(srv.Close)
-	return srv.URL + "/upstream.git", []string{c1, c2}
+	return &cgi.Handler{Path: filepath.Join(execPath, "git-http-backend"),
+		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}, []string{c1, c2}
 }
 
 func TestAJobStartsWithItsRepositoryAtItsCommit(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/airlock-run/airlock/internal/api"
 	"github.com/airlock-run/airlock/internal/checkout"
+	"github.com/airlock-run/airlock/internal/egressproxy"
 	"github.com/airlock-run/airlock/internal/executor"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox/runtimes"
@@ -255,7 +256,17 @@ func runExecutor(ctx context.Context, log *slog.Logger, cfg executorConfig, c *a
 		return exitf(exitUsage, "repository cache: %v", err)
 	}
 	defer repos.Close()
+	deny, resolvers, err := ropts.FetchPolicy()
+	if err != nil {
+		return exitf(exitUsage, "%v", err)
+	}
+	fetchProxy, err := egressproxy.Start(egressproxy.Options{Deny: deny, Resolvers: resolvers, Logger: log})
+	if err != nil {
+		return exitf(exitSystem, "%v", err)
+	}
+	defer fetchProxy.Close()
 	xcfg := executor.Config{
+		PublicFetch:      fetchProxy,
 		Repositories:     repos,
 		CoordinatorURL:   cfg.URL,
 		Name:             cfg.Name,

@@ -73,6 +73,11 @@ type Params struct {
 	// Sparse, if not empty, checks out only these directories (cone mode)
 	// and the files at the top level.
 	Sparse []string
+	// Proxy, if set, is the URL (credentials included) of the HTTP proxy
+	// every fetch from URL goes through — the executor's egress proxy for
+	// public repositories — and ProxySecret the part of it that error
+	// messages must not show.
+	Proxy, ProxySecret string
 	// CacheKey names the repository in the cache; "" is the URL. The
 	// coordinator's endpoint has a URL per attempt, so the executor keys
 	// its repositories by coordinator and repository name instead.
@@ -415,7 +420,7 @@ func (c *Cache) update(ctx context.Context, r *repo, u string, p Params) (bool, 
 			[2]string{"http.extraHeader", "Authorization: Bearer " + p.Token},
 			[2]string{"http.followRedirects", "false"})
 	}
-	if _, err := c.git(ctx, gitCmd{dir: r.dir, args: args, config: cfg, secret: p.Token}); err != nil {
+	if _, err := c.git(ctx, gitCmd{dir: r.dir, args: args, config: cfg, secrets: []string{p.Token, p.ProxySecret}, proxy: p.Proxy}); err != nil {
 		if notFound(stderrOf(err)) {
 			return true, fmt.Errorf("fetching %s from %s: %w", p.Commit, u, ErrCommitNotFound)
 		}
@@ -716,4 +721,19 @@ func dirSize(dir string) (int64, error) {
 		return nil
 	})
 	return n, err
+}
+
+// RemoteRefused reports whether err is a fetch that the remote answered and
+// refused — no such repository, authentication required, not found — or
+// whose host does not resolve: the job's repository is wrong, and trying
+// again will not help.
+func RemoteRefused(err error) bool {
+	msg := stderrOf(err)
+	for _, s := range []string{"not found", "Authentication failed", "could not read Username",
+		"Could not resolve host", "The requested URL returned error: 4", "not valid: is this a git repository"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }

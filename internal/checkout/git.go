@@ -72,11 +72,15 @@ var passEnv = []string{
 
 // gitCmd is one git invocation.
 type gitCmd struct {
-	dir    string      // working directory
-	args   []string    // after "git"
-	config [][2]string // extra command-scope configuration
-	stdin  io.Reader
-	secret string // replaced in any output kept for errors
+	dir     string      // working directory
+	args    []string    // after "git"
+	config  [][2]string // extra command-scope configuration
+	stdin   io.Reader
+	secrets []string // replaced in any output kept for errors
+	// proxy, if set, is the proxy URL (credentials included) every
+	// connection goes through; the environment's proxy settings are then
+	// not passed on, no_proxy included.
+	proxy string
 }
 
 // git runs one git command and returns its standard output. An error
@@ -84,7 +88,7 @@ type gitCmd struct {
 func (c *Cache) git(ctx context.Context, g gitCmd) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, c.gitPath, g.args...)
 	cmd.Dir = g.dir
-	cmd.Env = c.gitEnv(g.config)
+	cmd.Env = c.gitEnv(g.config, g.proxy)
 	cmd.Stdin = g.stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
@@ -97,8 +101,10 @@ func (c *Cache) git(ctx context.Context, g gitCmd) ([]byte, error) {
 	err := cmd.Run()
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
-		if g.secret != "" {
-			msg = strings.ReplaceAll(msg, g.secret, "[REDACTED]")
+		for _, sec := range g.secrets {
+			if sec != "" {
+				msg = strings.ReplaceAll(msg, sec, "[REDACTED]")
+			}
 		}
 		if len(msg) > 2000 {
 			msg = "…" + msg[len(msg)-2000:]
@@ -133,7 +139,7 @@ func stderrOf(err error) string {
 	return ""
 }
 
-func (c *Cache) gitEnv(extra [][2]string) []string {
+func (c *Cache) gitEnv(extra [][2]string, proxy string) []string {
 	env := []string{
 		"HOME=" + c.home,
 		"XDG_CONFIG_HOME=" + c.home,
@@ -146,11 +152,17 @@ func (c *Cache) gitEnv(extra [][2]string) []string {
 		"LC_ALL=C",
 	}
 	for _, k := range passEnv {
+		if proxy != "" && strings.HasSuffix(strings.ToLower(k), "_proxy") {
+			continue
+		}
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
 	}
 	cfg := append(append([][2]string(nil), hardening...), extra...)
+	if proxy != "" {
+		cfg = append(cfg, [2]string{"http.proxy", proxy}, [2]string{"http.proxyAuthMethod", "basic"})
+	}
 	if c.opts.CAFile != "" {
 		env = append(env, "GIT_SSL_CAINFO="+c.opts.CAFile)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/airlock-run/airlock/internal/checkout"
+	"github.com/airlock-run/airlock/internal/egressproxy"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
 )
@@ -33,6 +34,11 @@ type ImagePuller interface {
 // job; any other is the system's.
 type RepositoryCheckout interface {
 	Checkout(ctx context.Context, p checkout.Params) (checkout.Result, error)
+}
+
+// ProxySessions hands out proxy sessions for fetches (*egressproxy.Proxy).
+type ProxySessions interface {
+	Session() *egressproxy.Session
 }
 
 // DockerAuthSecret is the job secret that carries the job's registry
@@ -131,6 +137,9 @@ type Config struct {
 	// CoordinatorURL is the coordinator's base URL, whose git endpoint
 	// serves the jobs' registered repositories.
 	CoordinatorURL string
+	// PublicFetch is the egress proxy through which public repository URLs
+	// are fetched (public addresses only); nil fails the jobs that name one.
+	PublicFetch ProxySessions
 
 	// ArtifactLimit bounds the uncompressed size of one attempt's
 	// artifacts; a job over it fails with reason "artifacts". Default

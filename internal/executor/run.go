@@ -349,10 +349,10 @@ func (r *jobRun) checkout(ctx context.Context, dir string, spec job.Spec, timeou
 		r.printf("==> %s\n", msg)
 		return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonCheckout, Message: msg}, true
 	}
-	switch {
-	case repo.Name == "":
-		return fail("repository.url checkouts are not supported by this executor yet: register the repository on the coordinator (airlock repos add) and name it")
-	case r.e.cfg.Repositories == nil || r.e.cfg.CoordinatorURL == "":
+	if repo.Name == "" {
+		return r.checkoutPublic(ctx, dir, *repo, timeout, fail)
+	}
+	if r.e.cfg.Repositories == nil || r.e.cfg.CoordinatorURL == "" {
 		r.printf("==> this executor has no repository checkout configured\n")
 		return systemError("this executor has no repository checkout configured"), true
 	}
@@ -372,12 +372,49 @@ func (r *jobRun) checkout(ctx context.Context, dir string, spec job.Spec, timeou
 		r.printf("==> checking out %s failed: %v\n", repo.Name, err)
 		return systemError(fmt.Sprintf("checking out %s: %v", repo.Name, err)), true
 	}
+	r.checkedOut(repo.Name, repo.Commit, res)
+	return api.FinishRequest{}, false
+}
+
+// checkoutPublic checks out a public repository URL, fetched through the
+// egress proxy: public addresses only, whatever the job's network policy
+// (the fetch is the executor's, not the job's). Anything the remote or the
+// proxy refuses is the job's failure; a transport failure is the system's.
+func (r *jobRun) checkoutPublic(ctx context.Context, dir string, repo job.Repository, timeout time.Duration,
+	fail func(string) (api.FinishRequest, bool)) (api.FinishRequest, bool) {
+	if r.e.cfg.Repositories == nil || r.e.cfg.PublicFetch == nil {
+		return fail("this executor fetches no public repository URLs: register the repository on the coordinator (airlock repos add) and name it")
+	}
+	sess := r.e.cfg.PublicFetch.Session()
+	defer sess.End()
+	p := checkout.ParamsFor(dir, repo.URL, "", repo)
+	p.Proxy, p.ProxySecret = sess.URL(), sess.Secret()
+	r.printf("==> checking out %s at %s\n", repo.URL, repo.Commit)
+	res, err := r.e.cfg.Repositories.Checkout(ctx, p)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return r.interrupted(ctx, "", timeout), true
+	case len(sess.Refused()) > 0:
+		return fail(fmt.Sprintf("fetching %s: the executor does not connect there: %s", repo.URL, strings.Join(sess.Refused(), "; ")))
+	case errors.Is(err, checkout.ErrCommitNotFound):
+		return fail(fmt.Sprintf("repository %s has no commit %s", repo.URL, repo.Commit))
+	case checkout.RemoteRefused(err):
+		return fail(fmt.Sprintf("fetching %s: %v", repo.URL, err))
+	default:
+		r.printf("==> checking out %s failed: %v\n", repo.URL, err)
+		return systemError(fmt.Sprintf("checking out %s: %v", repo.URL, err)), true
+	}
+	r.checkedOut(repo.URL, repo.Commit, res)
+	return api.FinishRequest{}, false
+}
+
+func (r *jobRun) checkedOut(what, commit string, res checkout.Result) {
 	how := "from the executor's cache"
 	if res.Fetched {
 		how = "fetched " + round(res.FetchTime).String()
 	}
-	r.printf("==> checked out %s at %s (%s, checkout %s)\n", repo.Name, repo.Commit, how, round(res.CheckoutTime))
-	return api.FinishRequest{}, false
+	r.printf("==> checked out %s at %s (%s, checkout %s)\n", what, commit, how, round(res.CheckoutTime))
 }
 
 // uploadArtifacts collects what the spec's artifacts globs match in the

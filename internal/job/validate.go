@@ -203,6 +203,8 @@ func validateRepository(p *problems, r *Repository) {
 	if r.URL != "" {
 		if msg := checkURL(r.URL); msg != "" {
 			p.add("repository.url", msg)
+		} else if !strings.HasPrefix(r.URL, "https://") && !strings.HasPrefix(r.URL, "http://") {
+			p.addf("repository.url", "%s: a public repository is fetched over https:// or http://; register other remotes on the coordinator (airlock repos add) and name them", quote(r.URL))
 		}
 	}
 	switch {

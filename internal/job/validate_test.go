@@ -75,7 +75,9 @@ func TestValidate(t *testing.T) {
 		// repository
 		{"no repository", func(s *Spec) { s.Repository = nil }, nil, Limits{}},
 		{"repository by url", func(s *Spec) { s.Repository.Name, s.Repository.URL = "", "https://github.com/acme/api.git" }, nil, Limits{}},
-		{"repository over ssh", func(s *Spec) { s.Repository.Name, s.Repository.URL = "", "ssh://git@github.com/acme/api.git" }, nil, Limits{}},
+		{"public repository over https", func(s *Spec) { s.Repository.Name, s.Repository.URL = "", "https://github.com/acme/api.git" }, nil, Limits{}},
+		{"public repository over ssh", func(s *Spec) { s.Repository.Name, s.Repository.URL = "", "ssh://git@github.com/acme/api.git" },
+			[]fe{{"repository.url", `"ssh://git@github.com/acme/api.git": a public repository is fetched over https:// or http://; register other remotes on the coordinator (airlock repos add) and name them`}}, Limits{}},
 		{"repository with a host", func(s *Spec) { s.Repository.Name = "gitlab.example.com/group/sub/api" }, nil, Limits{}},
 		{"sha256 commit", func(s *Spec) { s.Repository.Commit = sha256Commit }, nil, Limits{}},
 		{"name and url", func(s *Spec) { s.Repository.URL = "https://github.com/acme/api.git" },

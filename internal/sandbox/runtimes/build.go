@@ -214,3 +214,23 @@ func (o Options) lockHost(b *Built) error {
 	b.closers = append(b.closers, f.Close)
 	return nil
 }
+
+// FetchPolicy is what the executor's own fetches for jobs (public repository
+// URLs, through egressproxy) must not reach beyond the sandboxes' denied
+// ranges — the coordinator's addresses and the sandbox subnet — and the DNS
+// servers they resolve names with (none: the system's resolver).
+func (o Options) FetchPolicy() (deny []netip.Prefix, resolvers []netip.Addr, err error) {
+	deny, err = coordinatorAddrs(o.Network.CoordinatorURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	subnet := o.Network.Subnet
+	if !subnet.IsValid() {
+		subnet = netpolicy.DefaultSubnet
+	}
+	resolvers = o.Network.Resolvers
+	if len(resolvers) == 0 {
+		resolvers, _ = netpolicy.SystemResolvers() // else the system's resolver, loopback ones included
+	}
+	return append(deny, subnet), resolvers, nil
+}
