@@ -63,6 +63,7 @@ var (
 	checkoutFiles    = flag.Int("checkout.files", 1000, "BenchmarkCheckoutThroughCoordinator: files at the tip; every commit after the first rewrites one")
 	checkoutFileSize = flag.Int("checkout.filesize", 5200, "BenchmarkCheckoutThroughCoordinator: bytes of incompressible content per file version")
 	checkoutCache    = flag.String("checkout.cache", "/var/cache/airlock-bench", "BenchmarkCheckoutThroughCoordinator: directory keeping generated repositories between runs (\"\": a temporary one)")
+	checkoutDir      = flag.String("checkout.dir", "", "BenchmarkCheckoutThroughCoordinator: directory for the mirrors, executor caches and workspaces (default: the system temp dir)")
 )
 
 // checkoutRepoName is the name the upstream is registered under.
@@ -97,7 +98,7 @@ func BenchmarkCheckoutThroughCoordinator(b *testing.B) {
 			b.Logf("repository %s: %d commits, %d files at the tip, %.1f MB on disk (ready in %s)",
 				filepath.Join(repo.root, repo.name), repo.commits, shape.Files, float64(repo.bytes)/1e6, ready.Round(time.Millisecond))
 			b.Logf("load average before: %s", loadAverage())
-			scratch := b.TempDir()
+			scratch := scratchDir(b, *checkoutDir)
 			samples := make(map[string][]time.Duration)
 			for b.Loop() {
 				checkoutScenario(b, scratch, upstream, repo, full, samples)
@@ -217,6 +218,21 @@ func checkoutScenario(b *testing.B, scratch, upstream string, repo genRepo, full
 		b.Errorf("the mirror fetched again (%s, error %q): the rows after the first include it", f.d, f.err)
 	default:
 	}
+}
+
+// scratchDir returns a new directory in parent ("": the system temp dir),
+// removed when b ends.
+func scratchDir(b *testing.B, parent string) string {
+	b.Helper()
+	if parent == "" {
+		return b.TempDir()
+	}
+	d, err := os.MkdirTemp(parent, "airlock-checkout-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
 
 // gitCoordinator is a coordinator with repository mirrors serving its API

@@ -18,9 +18,15 @@
 //   - BenchmarkLogThroughput1GB: a real coordinator process and a real
 //     executor process (shell runtime) shipping a step's 1 GB of output, with
 //     the executor's resident memory sampled throughout.
+//   - BenchmarkCheckoutThroughCoordinator: a job's repository (generated, 20,000
+//     commits, ≈118 MB, cached in /var/cache/airlock-bench) checked out through
+//     an in-process coordinator's git endpoint and mirror by the executor's
+//     checkout cache, first (empty mirror and cache) and repeat (warm cache),
+//     shallow and full, next to plain git clones of the same mirror.
 //
 // Every scenario has a fixed size (flags -pickup.jobs, -throughput.jobs,
-// -executor.jobs, -log.bytes, passed after -args), so one benchmark iteration
-// is one whole scenario; with several iterations the samples are pooled.
+// -executor.jobs, -log.bytes, -checkout.commits, passed after -args), so one
+// benchmark iteration is one whole scenario; with several iterations the
+// samples are pooled.
 // Speed targets live here, never in timed unit tests.
 package bench
