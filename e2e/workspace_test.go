@@ -31,8 +31,11 @@ func gitUpstream(t *testing.T) (url string, commits []string) {
 	return srv.URL + "/upstream.git", commits
 }
 
-// gitBackend is a repository with two commits, upstream.git, and a git
-// http-backend handler serving it (and any other repository beside it).
+// gitBackend is a repository, upstream.git, and a git http-backend handler
+// serving it (and any other repository beside it). Its commits: one (README
+// "first version", src/, docs/; annotated tag v1), two (README "second
+// version"; tag v2), both on main, and three (FEATURE) only on branch
+// feature.
 func gitBackend(t *testing.T) (http.Handler, []string) {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
@@ -54,17 +57,29 @@ func gitBackend(t *testing.T) (http.Handler, []string) {
 		return strings.TrimSpace(out.String())
 	}
 	run("init", "-q", "-b", "main")
-	os.WriteFile(filepath.Join(work, "README"), []byte("first version\n"), 0o644)
-	run("add", "README")
+	for name, content := range map[string]string{"README": "first version\n", "src/main.go": "package main\n", "docs/guide.md": "# Guide\n"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(work, name)), 0o755)
+		os.WriteFile(filepath.Join(work, name), []byte(content), 0o644)
+	}
+	run("add", ".")
 	run("commit", "-q", "-m", "one")
 	c1 := run("rev-parse", "HEAD")
+	run("tag", "-a", "-m", "release one", "v1")
 	os.WriteFile(filepath.Join(work, "README"), []byte("second version\n"), 0o644)
 	run("commit", "-q", "-am", "two")
 	c2 := run("rev-parse", "HEAD")
-	run("clone", "-q", "--bare", ".", filepath.Join(root, "upstream.git"))
+	run("tag", "v2")
+	// A commit only on a branch.
+	run("checkout", "-q", "-b", "feature")
+	os.WriteFile(filepath.Join(work, "FEATURE"), []byte("feature work\n"), 0o644)
+	run("add", "FEATURE")
+	run("commit", "-q", "-m", "three")
+	c3 := run("rev-parse", "HEAD")
+	run("clone", "-q", "--bare", "--no-local", ".", filepath.Join(root, "upstream.git"))
+	run("--git-dir", filepath.Join(root, "upstream.git"), "fetch", "-q", ".", "+refs/heads/*:refs/heads/*")
 	execPath := run("--exec-path")
 	return &cgi.Handler{Path: filepath.Join(execPath, "git-http-backend"),
-		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}, []string{c1, c2}
+		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}, []string{c1, c2, c3}
 }
 
 func TestAJobStartsWithItsRepositoryAtItsCommit(t *testing.T) {
@@ -266,5 +281,54 @@ func TestArtifactsAfterAFailureWhenTheSpecAsks(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "out/core.txt")); err != nil || string(b) != "crash dump\n" {
 		t.Errorf("out/core.txt of the failed job: %q, %v", b, err)
+	}
+}
+
+func TestEveryCheckoutOptionThroughTheCoordinator(t *testing.T) {
+	t.Parallel()
+	url, commits := gitUpstream(t)
+	c := newCluster(t, clusterOpts{})
+	c.startExecutor(3)
+	if out, errOut, code := c.cli("repos", "add", "acme/api", url); code != 0 {
+		t.Fatalf("repos add: %d %s%s", code, out, errOut)
+	}
+	show := `echo "commits=$(git rev-list --count HEAD)"; echo "tags=$(git tag | tr '\n' ' ')"; echo "files=$(ls | tr '\n' ' ')"; ` +
+		`echo "head=$(git rev-parse HEAD)"; echo "remote=$(git config remote.origin.url)"`
+	no := false
+	cases := []struct {
+		name string
+		repo job.Repository
+		want []string
+	}{
+		{"shallow by default", job.Repository{Commit: commits[1]},
+			[]string{"commits=1\n", "tags=\n", "files=README docs src \n", "head=" + commits[1]}},
+		{"full history", job.Repository{Commit: commits[1], Shallow: &no},
+			[]string{"commits=2\n", "tags=\n"}},
+		{"with tags", job.Repository{Commit: commits[1], Shallow: &no, FetchTags: true},
+			[]string{"commits=2\n", "tags=v1 v2 \n"}},
+		{"sparse", job.Repository{Commit: commits[1], Sparse: []string{"src"}},
+			[]string{"files=README src \n"}},
+		{"a commit only on a branch", job.Repository{Commit: commits[2]},
+			[]string{"files=FEATURE README docs src \n", "head=" + commits[2]}},
+	}
+	jobs := make([]*api.Job, len(cases))
+	for i, tc := range cases {
+		spec := shellSpec(show)
+		tc.repo.Name = "acme/api"
+		spec.Repository = &tc.repo
+		jobs[i] = c.submit(spec)
+	}
+	for i, tc := range cases {
+		got := c.waitJob(jobs[i].ID, time.Minute)
+		log := c.logOf(got.ID)
+		if got.State != job.StateSucceeded {
+			t.Errorf("%s: job ended %s/%s (%s):\n%s", tc.name, got.State, got.Reason, got.Message, log)
+			continue
+		}
+		for _, w := range append(tc.want, "remote="+c.url+"/api/v1/attempts/") {
+			if !strings.Contains(log, w) {
+				t.Errorf("%s: log lacks %q:\n%s", tc.name, w, log)
+			}
+		}
 	}
 }
