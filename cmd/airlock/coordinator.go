@@ -17,6 +17,7 @@ import (
 	"github.com/airlock-run/airlock/internal/gitmirror"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
+	"github.com/airlock-run/airlock/internal/queue/postgres"
 	"github.com/airlock-run/airlock/internal/queue/sqlite"
 )
 
@@ -42,7 +43,7 @@ func (c *coordinatorConfig) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&c.Addr, "addr", ":8420", "address to listen on")
 	f.StringVar(&c.DataDir, "data-dir", defaultDataDir(), "directory for the SQLite database and other state")
-	f.StringVar(&c.Store, "store", "", "queue store: a SQLite file path or sqlite:///path (default: DATA_DIR/airlock.db)")
+	f.StringVar(&c.Store, "store", "", "queue store: a SQLite file path, sqlite:///path, or postgres://user@host/db for several replicas (default: DATA_DIR/airlock.db)")
 	f.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve HTTPS")
 	f.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for --tls-cert")
 	f.StringVar(&c.ClientTokensFile, "client-tokens-file", "", "file of client tokens, one per line (also: AIRLOCK_CLIENT_TOKENS, comma-separated)")
@@ -106,7 +107,7 @@ func runCoordinator(ctx context.Context, log *slog.Logger, cfg coordinatorConfig
 	if err != nil {
 		return exitf(exitUsage, "secrets: %v", err)
 	}
-	store, err := openStore(ctx, log, cfg)
+	store, peers, err := openStore(ctx, log, cfg)
 	if err != nil {
 		return err
 	}
@@ -125,6 +126,7 @@ func runCoordinator(ctx context.Context, log *slog.Logger, cfg coordinatorConfig
 		return exitf(exitSystem, "temporary directory: %v", err)
 	}
 	srv, err := coordinator.New(coordinator.Config{
+		Peers:             peers,
 		Retention:         cfg.Retention,
 		ArtifactLimit:     cfg.ArtifactLimit,
 		FileLimit:         cfg.FileLimit,
@@ -168,6 +170,11 @@ func runCoordinator(ctx context.Context, log *slog.Logger, cfg coordinatorConfig
 	return nil
 }
 
+// isPostgres reports whether a --store value names a PostgreSQL database.
+func isPostgres(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
 func storePath(cfg coordinatorConfig) (string, error) {
 	s := cfg.Store
 	switch {
@@ -175,32 +182,56 @@ func storePath(cfg coordinatorConfig) (string, error) {
 		return filepath.Join(cfg.DataDir, "airlock.db"), nil
 	case strings.HasPrefix(s, "sqlite://"):
 		return strings.TrimPrefix(s, "sqlite://"), nil
-	case strings.HasPrefix(s, "postgres://"), strings.HasPrefix(s, "postgresql://"):
-		return "", exitf(exitUsage, "--store %s: PostgreSQL is not supported by this build yet; use a SQLite path", redactURL(s))
+	case isPostgres(s):
+		return "", exitf(exitUsage, "--store %s is not a SQLite store", redactURL(s))
 	case strings.Contains(s, "://"):
-		return "", exitf(exitUsage, "--store %s: unknown store scheme (use a file path or sqlite:///path)", redactURL(s))
+		return "", exitf(exitUsage, "--store %s: unknown store scheme (use a file path, sqlite:///path or postgres://…)", redactURL(s))
 	}
 	return s, nil
 }
 
 func storeDesc(cfg coordinatorConfig) string {
+	if isPostgres(cfg.Store) {
+		return redactURL(cfg.Store)
+	}
 	p, _ := storePath(cfg)
 	return "sqlite:" + p
 }
 
-func openStore(ctx context.Context, log *slog.Logger, cfg coordinatorConfig) (queue.Store, error) {
+// openStore opens the --store; for PostgreSQL it also returns the peers
+// through which replicas sharing the database wake each other.
+func openStore(ctx context.Context, log *slog.Logger, cfg coordinatorConfig) (queue.Store, coordinator.Peers, error) {
+	if isPostgres(cfg.Store) {
+		st, err := postgres.Open(ctx, cfg.Store, postgres.Options{Logger: log})
+		if err != nil {
+			return nil, nil, exitf(exitSystem, "opening the store %s: %v", redactURL(cfg.Store), err)
+		}
+		return st, pgPeers{st}, nil
+	}
 	path, err := storePath(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, exitf(exitSystem, "creating %s: %v", filepath.Dir(path), err)
+		return nil, nil, exitf(exitSystem, "creating %s: %v", filepath.Dir(path), err)
 	}
 	st, err := sqlite.Open(ctx, path, sqlite.Options{Logger: log})
 	if err != nil {
-		return nil, exitf(exitSystem, "opening the store %s: %v", path, err)
+		return nil, nil, exitf(exitSystem, "opening the store %s: %v", path, err)
 	}
-	return st, nil
+	return st, nil, nil
+}
+
+// pgPeers are the replicas sharing a PostgreSQL store, heard through its
+// notification channels.
+type pgPeers struct{ s *postgres.Store }
+
+func (p pgPeers) Claimable(ctx context.Context) (<-chan string, error) {
+	return p.s.Listen(ctx, postgres.ChannelClaimable)
+}
+
+func (p pgPeers) JobChanges(ctx context.Context) (<-chan string, error) {
+	return p.s.Listen(ctx, postgres.ChannelJob)
 }
 
 // redactURL hides a password in a store URL before it is printed.

@@ -67,6 +67,9 @@ type Config struct {
 	// (the time a client has between uploading and submitting). Default
 	// DefaultUploadGrace.
 	UploadGrace time.Duration
+	// Peers carries wake-ups from other replicas sharing Store; nil when
+	// this coordinator is the store's only user.
+	Peers Peers
 	// TempDir stages uploads while their digest is checked; "" is the
 	// system's temporary directory.
 	TempDir string

@@ -65,8 +65,10 @@ func (s *Server) handleGit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Every fetch starts with the ref advertisement: the commit is ensured
-	// there, not again for each upload-pack exchange that follows.
-	if !strings.HasSuffix(r.URL.Path, "/info/refs") {
+	// there, not again for each upload-pack exchange that follows — unless
+	// replicas share the store, when a load balancer may send the exchanges
+	// of one fetch to replicas whose (local) mirrors have not seen the commit.
+	if !strings.HasSuffix(r.URL.Path, "/info/refs") && s.cfg.Peers == nil {
 		s.cfg.Mirrors.ServeUploadPack(w, r, name)
 		return
 	}

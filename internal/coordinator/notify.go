@@ -269,3 +269,13 @@ func (jw *jobWatch) followers(id int64) int {
 	}
 	return 0
 }
+
+// wakeAll tells every follower of every job that it may have changed.
+func (jw *jobWatch) wakeAll() {
+	jw.mu.Lock()
+	defer jw.mu.Unlock()
+	for _, e := range jw.m {
+		close(e.ch)
+		e.ch = make(chan struct{})
+	}
+}

@@ -210,6 +210,12 @@ func (s *Server) Start(ctx context.Context) error {
 	default:
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	if s.cfg.Peers != nil {
+		if err := s.listenPeers(ctx); err != nil {
+			cancel()
+			return fmt.Errorf("listening to the other replicas: %w", err)
+		}
+	}
 	s.reapCancel = cancel
 	s.reapDone = make(chan struct{})
 	go func() {
