@@ -35,6 +35,7 @@ type coordinatorConfig struct {
 	ClaimWait          time.Duration
 	LogLimit           int64
 	Retention          time.Duration
+	BlobDir            string
 	ArtifactLimit      int64
 	FileLimit          int64
 }
@@ -54,6 +55,7 @@ func (c *coordinatorConfig) register(cmd *cobra.Command) {
 	f.DurationVar(&c.ClaimWait, "claim-wait", 30*time.Second, "how long a claim long-poll is held open when no job is queued")
 	f.Int64Var(&c.LogLimit, "log-limit", 64<<20, "most log bytes kept per attempt (head and tail are kept, the middle is omitted)")
 	f.DurationVar(&c.Retention, "retention", 30*24*time.Hour, "how long finished jobs are kept with their logs and artifacts (0 keeps them forever)")
+	f.StringVar(&c.BlobDir, "blob-dir", "", "directory of artifacts and uploaded files (default DATA_DIR/blobs); replicas must share it")
 	f.Int64Var(&c.ArtifactLimit, "artifact-limit", coordinator.DefaultArtifactLimit, "most bytes of compressed artifacts kept per attempt")
 	f.Int64Var(&c.FileLimit, "file-limit", coordinator.DefaultFileLimit, "most bytes of one uploaded job file")
 }
@@ -116,7 +118,11 @@ func runCoordinator(ctx context.Context, log *slog.Logger, cfg coordinatorConfig
 	if err != nil {
 		return exitf(exitSystem, "repository mirrors: %v", err)
 	}
-	blobs, err := dirstore.Open(filepath.Join(cfg.DataDir, "blobs"), dirstore.Options{})
+	blobDir := cfg.BlobDir
+	if blobDir == "" {
+		blobDir = filepath.Join(cfg.DataDir, "blobs")
+	}
+	blobs, err := dirstore.Open(blobDir, dirstore.Options{})
 	if err != nil {
 		return exitf(exitSystem, "blob store: %v", err)
 	}

@@ -62,6 +62,7 @@ secrets are read from the environment or from files, never from flags.`,
 		newExecutorsCommand(),
 		newReposCommand(),
 		newArtifactsCommand(),
+		newMigrateStoreCommand(),
 		newVersionCommand(),
 	)
 	annotateEnvTwins(root)
