@@ -212,7 +212,7 @@ func openStore(ctx context.Context, log *slog.Logger, cfg coordinatorConfig) (qu
 		if err != nil {
 			return nil, nil, exitf(exitSystem, "opening the store %s: %v", redactURL(cfg.Store), err)
 		}
-		return st, pgPeers{st}, nil
+		return st, postgres.Peers{Store: st}, nil
 	}
 	path, err := storePath(cfg)
 	if err != nil {
@@ -226,18 +226,6 @@ func openStore(ctx context.Context, log *slog.Logger, cfg coordinatorConfig) (qu
 		return nil, nil, exitf(exitSystem, "opening the store %s: %v", path, err)
 	}
 	return st, nil, nil
-}
-
-// pgPeers are the replicas sharing a PostgreSQL store, heard through its
-// notification channels.
-type pgPeers struct{ s *postgres.Store }
-
-func (p pgPeers) Claimable(ctx context.Context) (<-chan string, error) {
-	return p.s.Listen(ctx, postgres.ChannelClaimable)
-}
-
-func (p pgPeers) JobChanges(ctx context.Context) (<-chan string, error) {
-	return p.s.Listen(ctx, postgres.ChannelJob)
 }
 
 // redactURL hides a password in a store URL before it is printed.

@@ -203,3 +203,17 @@ func (l *listener) deliver(ctx context.Context, out chan<- string) {
 		}
 	}
 }
+
+// Peers is what a coordinator replica hears of the others through a Store
+// (it satisfies coordinator.Peers).
+type Peers struct{ Store *Store }
+
+// Claimable delivers the names of queues that got a claimable job.
+func (p Peers) Claimable(ctx context.Context) (<-chan string, error) {
+	return p.Store.Listen(ctx, ChannelClaimable)
+}
+
+// JobChanges delivers the decimal IDs of jobs that changed.
+func (p Peers) JobChanges(ctx context.Context) (<-chan string, error) {
+	return p.Store.Listen(ctx, ChannelJob)
+}
