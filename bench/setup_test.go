@@ -10,6 +10,8 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/airlock-run/airlock/internal/coordinator"
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
+	"github.com/airlock-run/airlock/internal/queue/postgres"
 	"github.com/airlock-run/airlock/internal/queue/sqlite"
 )
 
@@ -43,37 +46,88 @@ func discardLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// inproc is a coordinator serving its API on a real loopback listener, over
-// SQLite in a temporary directory, in this process.
+// inproc is one coordinator, or two replicas sharing a store, serving the
+// API on real loopback listeners in this process (see stores_test.go for
+// the kinds). The embedded endpoint is the first replica.
 type inproc struct {
+	endpoint
+	replicas []endpoint  // one, or two for postgres-x2
+	store    queue.Store // the first replica's: queue jobs straight into it
+	pg       *pgBench    // nil for SQLite
+}
+
+// endpoint is one coordinator's API.
+type endpoint struct {
 	url    string
-	store  *sqlite.Store
 	client *api.Client // client token: submit, get
 	exec   *api.Client // executor token: claim, heartbeat (and finish, with a job token)
 }
 
-// startCoordinator starts an in-process coordinator and stops it when b ends.
-func startCoordinator(b *testing.B) *inproc {
+// startCoordinator starts an in-process coordinator over a store of the
+// given kind (storeSQLite, storePostgres, storePostgres2) and stops it when
+// b ends. The postgres kinds skip b when the server is unreachable.
+func startCoordinator(b *testing.B, kind string) *inproc {
+	b.Helper()
+	env := &inproc{}
+	switch kind {
+	case storeSQLite:
+		store, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "queue.db"), sqlite.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		env.store = store
+		env.replicas = []endpoint{serve(b, store, nil)}
+	case storePostgres, storePostgres2:
+		env.pg = newPostgres(b)
+		n := 1
+		if kind == storePostgres2 {
+			n = 2
+		}
+		for range n {
+			store, err := postgres.Open(context.Background(), env.pg.dsn,
+				postgres.Options{Schema: env.pg.schema, Logger: discardLogger()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if env.store == nil {
+				env.store = store
+			}
+			env.replicas = append(env.replicas, serve(b, store, postgres.Peers{Store: store}))
+		}
+	default:
+		b.Fatalf("unknown store kind %q", kind)
+	}
+	env.endpoint = env.replicas[0]
+	return env
+}
+
+// serve runs a coordinator over store on a loopback listener until b ends,
+// then stops it and closes store.
+func serve(b *testing.B, store queue.Store, peers coordinator.Peers) endpoint {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	store, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "queue.db"), sqlite.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	srv, err := coordinator.New(coordinator.Config{
 		Store:          store,
+		Peers:          peers,
 		ClientTokens:   []string{clientToken},
 		ExecutorTokens: []string{executorToken},
 		Logger:         discardLogger(),
 	})
 	if err != nil {
+		cancel()
+		store.Close()
 		b.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		cancel()
+		store.Close()
 		b.Fatal(err)
 	}
 	if err := srv.Start(ctx); err != nil {
+		cancel()
+		ln.Close()
+		store.Close()
 		b.Fatal(err)
 	}
 	served := make(chan error, 1)
@@ -93,12 +147,16 @@ func startCoordinator(b *testing.B) *inproc {
 		}
 	})
 	url := "http://" + ln.Addr().String()
-	return &inproc{
-		url:    url,
-		store:  store,
-		client: api.NewClient(url, clientToken),
-		exec:   api.NewClient(url, executorToken),
+	return endpoint{url: url, client: api.NewClient(url, clientToken), exec: api.NewClient(url, executorToken)}
+}
+
+// serverCPU is what the PostgreSQL backends serving env have used so far
+// (see stores_test.go), or nil (SQLite, or a server /proc does not show).
+func (env *inproc) serverCPU(b *testing.B) map[int]time.Duration {
+	if env.pg == nil {
+		return nil
 	}
+	return env.pg.serverCPU(b)
 }
 
 // noopSpec is the smallest valid job, in the bench queue.
@@ -107,18 +165,38 @@ func noopSpec() job.Spec {
 }
 
 // fill queues n no-op jobs straight into the store (not through the API: the
-// benchmarks that use it measure claiming, not submitting).
+// benchmarks that use it measure claiming, not submitting), from a few
+// goroutines so that a networked store's round trips overlap.
 func fill(ctx context.Context, b *testing.B, store queue.Store, n int) {
 	b.Helper()
+	const fillers = 4
 	spec := noopSpec()
 	spec.Normalize()
 	if err := spec.Validate(job.DefaultLimits()); err != nil {
 		b.Fatal(err)
 	}
-	for i := range n {
-		if _, err := store.Submit(ctx, queue.SubmitParams{Spec: spec}); err != nil {
-			b.Fatalf("queueing job %d of %d: %v", i+1, n, err)
-		}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range fillers {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(n) && ctx.Err() == nil; i = next.Add(1) {
+				if _, err := store.Submit(ctx, queue.SubmitParams{Spec: spec}); err != nil {
+					if !isCanceled(ctx, err) {
+						b.Errorf("queueing job %d of %d: %v", i, n, err)
+					}
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		b.FailNow()
 	}
 }
 

@@ -15,38 +15,65 @@ import (
 )
 
 // BenchmarkClaimFinishThroughput measures how many jobs per second go through
-// claim and finish over the API. Each iteration queues -throughput.jobs no-op
-// jobs straight into the store (untimed), then C claimers loop Claim →
-// Finish(succeeded) through the real API client over loopback until the queue
-// is empty; the time runs from the first claim to the last finish.
+// claim and finish over the API, on each store kind (stores_test.go). Each
+// iteration queues -throughput.jobs no-op jobs straight into the store
+// (untimed; for postgres-x2 through the first replica's store), then C
+// claimers loop Claim → Finish(succeeded) through the real API client over
+// loopback until the queue is empty, claimer i talking to replica i mod the
+// number of replicas; the time runs from the first claim to the last finish.
 //
-//	go test -run '^$' -bench 'ClaimFinishThroughput/claimers=8' -benchtime 1x ./bench/
+//	go test -run '^$' -bench 'ClaimFinishThroughput/store=postgres/claimers=8' -benchtime 1x ./bench/
 func BenchmarkClaimFinishThroughput(b *testing.B) {
-	for _, claimers := range []int{8, 32} {
-		b.Run(fmt.Sprintf("claimers=%d", claimers), func(b *testing.B) {
-			env := startCoordinator(b)
-			ctx := context.Background()
-			n := *throughputJobs
-			var elapsed, cpu time.Duration
-			jobs := 0
-			for b.Loop() {
-				b.StopTimer()
-				fill(ctx, b, env.store, n)
-				b.StartTimer()
-				cpu0 := cpuTime(b)
-				elapsed += claimAll(ctx, b, env.exec, claimers, n)
-				cpu += cpuTime(b) - cpu0
-				jobs += n
+	for _, kind := range storeKinds {
+		b.Run("store="+kind, func(b *testing.B) {
+			for _, claimers := range []int{8, 32} {
+				b.Run(fmt.Sprintf("claimers=%d", claimers), func(b *testing.B) {
+					claimFinishThroughput(b, kind, claimers)
+				})
 			}
-			reportThroughput(b, jobs, elapsed, cpu)
 		})
 	}
 }
 
+func claimFinishThroughput(b *testing.B, kind string, claimers int) {
+	env := startCoordinator(b, kind)
+	execs := make([]*api.Client, len(env.replicas))
+	for i, r := range env.replicas {
+		execs[i] = r.exec
+	}
+	ctx := context.Background()
+	n := *throughputJobs
+	var elapsed, cpu, serverCPU time.Duration
+	serverMeasured := env.pg != nil
+	jobs := 0
+	for b.Loop() {
+		b.StopTimer()
+		fill(ctx, b, env.store, n)
+		b.StartTimer()
+		srv0 := env.serverCPU(b)
+		cpu0 := cpuTime(b)
+		elapsed += claimAll(ctx, b, execs, claimers, n)
+		cpu += cpuTime(b) - cpu0
+		if srv1 := env.serverCPU(b); srv0 != nil && srv1 != nil {
+			serverCPU += cpuSince(srv0, srv1)
+		} else {
+			serverMeasured = false
+		}
+		jobs += n
+	}
+	reportThroughput(b, jobs, elapsed, cpu)
+	if serverMeasured {
+		// The PostgreSQL backends' share, on top of cpu-us/job and cores.
+		b.ReportMetric(float64(serverCPU)/float64(time.Microsecond)/float64(jobs), "pg-cpu-us/job")
+		b.ReportMetric(serverCPU.Seconds()/elapsed.Seconds(), "pg-cores")
+	}
+}
+
 // claimAll runs claimers goroutines that claim and finish jobs until n have
-// been finished, and returns the time from the start to the n-th finish. The
-// first error stops every claimer.
-func claimAll(ctx context.Context, b *testing.B, exec *api.Client, claimers, n int) time.Duration {
+// been finished, claimer i through execs[i mod len(execs)], and returns the
+// time from the start to the n-th finish. The first error stops every
+// claimer.
+func claimAll(ctx context.Context, b *testing.B, execs []*api.Client, claimers, n int) time.Duration {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -65,6 +92,7 @@ func claimAll(ctx context.Context, b *testing.B, exec *api.Client, claimers, n i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			exec := execs[i%len(execs)]
 			info := queue.ExecutorInfo{Name: fmt.Sprintf("bench-%d", i), MaxJobs: 1}
 			for finished.Load() < int64(n) && ctx.Err() == nil {
 				// A short wait: once the queue is empty, the claims still in
@@ -158,7 +186,7 @@ var _ executor.Coordinator = (*countingCoordinator)(nil)
 //	go test -run '^$' -bench ExecutorNoopThroughput -benchtime 1x ./bench/
 func BenchmarkExecutorNoopThroughput(b *testing.B) {
 	const maxJobs = 16
-	env := startCoordinator(b)
+	env := startCoordinator(b, storeSQLite)
 	ctx := context.Background()
 	n := *executorJobs
 	var elapsed, cpu, claimTime time.Duration

@@ -155,7 +155,7 @@ func (rs *replicaSet) waitAllDone(d time.Duration) {
 	rs.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		list, err := rs.client(-1).List(context.Background(), api.ListOptions{States: []job.State{job.StateQueued, job.StateRunning}, Limit: 1})
+		list, err := rs.client(len(rs.coords)-1).List(context.Background(), api.ListOptions{States: []job.State{job.StateQueued, job.StateRunning}, Limit: 1})
 		if err == nil && len(list.Jobs) == 0 {
 			return
 		}
@@ -263,8 +263,16 @@ func (rs *replicaSet) checkRanOnce(ids []int64, runs string) {
 		rs.t.Errorf("%d distinct jobs ran, want %d", len(counts), len(ids))
 	}
 	bad := 0
+	live := 0
+	for i, p := range rs.coords {
+		select {
+		case <-p.done:
+		default:
+			live = i
+		}
+	}
 	for _, id := range ids {
-		j, err := rs.client(-1).Get(context.Background(), id)
+		j, err := rs.client(live).Get(context.Background(), id)
 		if err != nil {
 			rs.t.Fatal(err)
 		}

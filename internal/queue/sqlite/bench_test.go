@@ -1,9 +1,12 @@
 package sqlite_test
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -217,4 +220,66 @@ func BenchmarkClaimParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+}
+
+// BenchmarkClaim measures claims per second with 1, 4 and 16 concurrent
+// claimers, each an executor of its own, draining a queue of b.N jobs in
+// three priorities: the same scenario as the PostgreSQL store's
+// BenchmarkClaim, so that the two can be read side by side.
+//
+//	go test -run '^$' -bench '^BenchmarkClaim$' ./internal/queue/sqlite
+func BenchmarkClaim(b *testing.B) {
+	for _, claimers := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("claimers=%d", claimers), func(b *testing.B) {
+			s := benchStore(b)
+			ctx := b.Context()
+			var (
+				next    atomic.Int64
+				tokenID atomic.Uint64
+				wg      sync.WaitGroup
+			)
+			// Queue the jobs from a few goroutines (group commit makes that
+			// quicker); which job gets which priority does not matter.
+			for range 4 {
+				wg.Go(func() {
+					for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+						sp := spec()
+						sp.Priority = int(i % 3)
+						if _, err := s.Submit(ctx, queue.SubmitParams{Spec: sp}); err != nil {
+							b.Errorf("Submit: %v", err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if b.Failed() {
+				b.FailNow()
+			}
+			next.Store(0)
+			b.ResetTimer()
+			reportCPU(b)
+			start := time.Now()
+			for i := range claimers {
+				wg.Go(func() {
+					exec := queue.ExecutorInfo{Name: fmt.Sprintf("e%d", i), Queues: []string{"default"}, MaxJobs: 4}
+					for next.Add(1) <= int64(b.N) {
+						var n [8]byte
+						binary.BigEndian.PutUint64(n[:], tokenID.Add(1))
+						tok := sha256.Sum256(n[:])
+						c, err := s.Claim(ctx, queue.ClaimParams{Queues: []string{"default"}, Executor: exec,
+							Lease: time.Minute, TokenHash: tok[:]})
+						if err != nil || c == nil {
+							b.Errorf("Claim = %v, %v; want a job", c, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "claims/s")
+		})
+	}
 }
