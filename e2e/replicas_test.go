@@ -284,18 +284,22 @@ func (rs *replicaSet) checkRanOnce(ids []int64, runs string) {
 	}
 }
 
-func TestThreeReplicasRun2000JobsEachExactlyOnce(t *testing.T) {
+func TestTwoAndThreeReplicasRun2000JobsEachExactlyOnce(t *testing.T) {
 	t.Parallel()
-	rs := newReplicaSet(t, 3, clusterOpts{})
-	runs := filepath.Join(t.TempDir(), "runs")
-	// Executors on every replica, and some through the load balancer.
-	for i := range 3 {
-		rs.startExecutor(i, 8)
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("replicas=%d", n), func(t *testing.T) {
+			rs := newReplicaSet(t, n, clusterOpts{})
+			runs := filepath.Join(t.TempDir(), "runs")
+			// Executors on every replica, and one through the load balancer.
+			for i := range n {
+				rs.startExecutor(i, 8)
+			}
+			rs.startExecutor(-1, 8)
+			ids := rs.submitMany(2000, fmt.Sprintf(`echo "$AIRLOCK_JOB_ID" >> %s`, runs))
+			rs.waitAllDone(5 * time.Minute)
+			rs.checkRanOnce(ids, runs)
+		})
 	}
-	rs.startExecutor(-1, 8)
-	ids := rs.submitMany(2000, fmt.Sprintf(`echo "$AIRLOCK_JOB_ID" >> %s`, runs))
-	rs.waitAllDone(5 * time.Minute)
-	rs.checkRanOnce(ids, runs)
 }
 
 func TestAKilledReplicasExecutorsFailOverAndEveryJobFinishesOnce(t *testing.T) {
