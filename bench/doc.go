@@ -10,9 +10,20 @@
 //
 //   - BenchmarkPickupLatency: how long a job waits between becoming available
 //     and an executor, parked in a long-poll claim, holding it. In-process
-//     coordinator over SQLite on a real loopback listener, the real API client.
+//     coordinator on a real loopback listener, the real API client, on each
+//     store kind below.
 //   - BenchmarkClaimFinishThroughput: claim + finish through the API by 8 and
-//     32 concurrent claimers over a pre-filled queue.
+//     32 concurrent claimers over a pre-filled queue, on each store kind.
+//   - Store kinds (issue 5; stores_test.go): the two benchmarks above run as
+//     sub-benchmarks store=sqlite, store=postgres (one coordinator over a
+//     fresh PostgreSQL schema) and store=postgres-x2 (two coordinator
+//     replicas on that schema, woken through LISTEN/NOTIFY; the submitter
+//     and the executor on different replicas), side by side in one run. The
+//     server is AIRLOCK_TEST_POSTGRES's (default: the local socket); without
+//     it the postgres sub-benchmarks skip. On PostgreSQL the throughput
+//     benchmark also reports the server backends' CPU (pg-cpu-us/job,
+//     pg-cores). The store-level claim rate is BenchmarkClaim in
+//     internal/queue/sqlite and internal/queue/postgres.
 //   - BenchmarkExecutorNoopThroughput: the real executor package with a
 //     runtime whose steps do nothing: claim, log, finish, end to end.
 //   - BenchmarkLogThroughput1GB: a real coordinator process and a real

@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Store kinds.
@@ -74,7 +75,7 @@ func postgresDSN() string {
 type pgBench struct {
 	dsn    string // the connection string, with application_name = schema
 	schema string
-	admin  *pgx.Conn // outside the stores: drops the schema, finds the backends
+	admin  *pgxpool.Pool // outside the stores: drops the schema, finds the backends
 }
 
 // newPostgres connects to the server, or skips b if it cannot, and returns a
@@ -85,7 +86,14 @@ func newPostgres(b *testing.B) *pgBench {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dsn := postgresDSN()
-	admin, err := pgx.Connect(ctx, dsn)
+	// A pool, not a connection, so that the connection string may carry
+	// pgxpool's settings (pool_max_conns…) as the coordinator's may.
+	admin, err := pgxpool.New(ctx, dsn)
+	if err == nil {
+		if err = admin.Ping(ctx); err != nil {
+			admin.Close()
+		}
+	}
 	if err != nil {
 		b.Skipf("PostgreSQL is unavailable at %q (set %s to a connection string): %v", dsn, postgresDSNEnv, err)
 	}
@@ -98,9 +106,7 @@ func newPostgres(b *testing.B) *pgBench {
 		if _, err := admin.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
 			b.Errorf("dropping schema %s: %v", schema, err)
 		}
-		if err := admin.Close(ctx); err != nil {
-			b.Errorf("closing the admin connection: %v", err)
-		}
+		admin.Close()
 	})
 	return &pgBench{dsn: withParam(dsn, "application_name", schema), schema: schema, admin: admin}
 }
