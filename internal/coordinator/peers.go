@@ -6,7 +6,7 @@ package coordinator
 // submitted on replica A must wake a claimer long-polling on replica B, and
 // a log appended through A must wake a follower reading through B. Peers
 // carries those between replicas (PostgreSQL's LISTEN/NOTIFY, which the
-// store sends inside the transactions that make a job claimable or change
+// store sends right after the transactions that make a job claimable or change
 // it). A lost wake-up costs latency, never correctness: claimers re-ask the
 // store every claimRecheck and followers every followRecheck.
 
