@@ -45,6 +45,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/airlock-run/airlock/internal/testenv"
 )
 
 // Store kinds.
@@ -56,20 +58,6 @@ const (
 
 // storeKinds are the store kinds the API benchmarks compare, in order.
 var storeKinds = []string{storeSQLite, storePostgres, storePostgres2}
-
-// The PostgreSQL server the benchmarks use (the same variable and default as
-// internal/queue/postgres's tests).
-const (
-	postgresDSNEnv     = "AIRLOCK_TEST_POSTGRES"
-	defaultPostgresDSN = "host=/var/run/postgresql user=root dbname=postgres"
-)
-
-func postgresDSN() string {
-	if d := os.Getenv(postgresDSNEnv); d != "" {
-		return d
-	}
-	return defaultPostgresDSN
-}
 
 // pgBench is one benchmark's schema on the PostgreSQL server.
 type pgBench struct {
@@ -85,7 +73,7 @@ func newPostgres(b *testing.B) *pgBench {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dsn := postgresDSN()
+	dsn := testenv.PostgresDSN() // the same server as the store's own tests
 	// A pool, not a connection, so that the connection string may carry
 	// pgxpool's settings (pool_max_conns…) as the coordinator's may.
 	admin, err := pgxpool.New(ctx, dsn)
@@ -95,7 +83,7 @@ func newPostgres(b *testing.B) *pgBench {
 		}
 	}
 	if err != nil {
-		b.Skipf("PostgreSQL is unavailable at %q (set %s to a connection string): %v", dsn, postgresDSNEnv, err)
+		b.Skipf("PostgreSQL is unavailable at %q (set %s to a connection string): %v", dsn, testenv.PostgresEnv, err)
 	}
 	var r [6]byte
 	rand.Read(r[:])

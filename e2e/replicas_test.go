@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -31,21 +30,12 @@ import (
 	"github.com/airlock-run/airlock/internal/testenv"
 )
 
-// testPostgres is the server the tests use: AIRLOCK_TEST_POSTGRES (a DSN),
-// by default the local cluster over its Unix socket as scripts/test sets up.
-func testPostgres() string {
-	if s := os.Getenv("AIRLOCK_TEST_POSTGRES"); s != "" {
-		return s
-	}
-	return "host=/var/run/postgresql user=root dbname=postgres"
-}
-
 // newDatabase creates an empty database for one test, dropped when it ends,
 // and returns its postgres:// URL.
 func newDatabase(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
-	cfg, err := pgx.ParseConfig(testPostgres())
+	cfg, err := pgx.ParseConfig(testenv.PostgresDSN())
 	if err != nil {
 		t.Fatalf("AIRLOCK_TEST_POSTGRES: %v", err)
 	}

@@ -96,3 +96,17 @@ func (o Outcome) Valid() bool {
 	}
 	return false
 }
+
+// DefaultReason is the reason an outcome gets when the executor gave none.
+func (o Outcome) DefaultReason() Reason {
+	switch o {
+	case OutcomeSucceeded:
+		return ReasonSuccess
+	case OutcomeFailed:
+		return ReasonExitCode
+	case OutcomeCanceled:
+		return ReasonCanceled
+	default:
+		return ReasonSystemError
+	}
+}

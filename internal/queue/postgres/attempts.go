@@ -337,20 +337,6 @@ func (s *Store) Heartbeat(ctx context.Context, p queue.HeartbeatParams) (*queue.
 	return res, nil
 }
 
-// defaultReason is the reason an outcome gets when the executor gave none.
-func defaultReason(o job.Outcome) job.Reason {
-	switch o {
-	case job.OutcomeSucceeded:
-		return job.ReasonSuccess
-	case job.OutcomeFailed:
-		return job.ReasonExitCode
-	case job.OutcomeCanceled:
-		return job.ReasonCanceled
-	default:
-		return job.ReasonSystemError
-	}
-}
-
 // qEndAttempt ends attempt $2 of job $1; its token dies with it.
 const qEndAttempt = `UPDATE attempts SET finished_at = $3, outcome = $4, reason = $5, message = $6,
 	steps = $7::json, egress_denied = $8, ended_by = $9, token_hash = NULL WHERE job_id = $1 AND number = $2`
@@ -363,7 +349,7 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 	}
 	reason := p.Reason
 	if reason == "" {
-		reason = defaultReason(p.Outcome)
+		reason = p.Outcome.DefaultReason()
 	}
 	message := text(p.Message)
 	var steps any // NULL when there are none

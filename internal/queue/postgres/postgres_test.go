@@ -33,19 +33,9 @@ import (
 	"github.com/airlock-run/airlock/internal/testenv"
 )
 
-// dsnEnv names the database the tests use; each test works in schemas of
-// its own there and drops them when it ends.
-const (
-	dsnEnv     = "AIRLOCK_TEST_POSTGRES"
-	defaultDSN = "host=/var/run/postgresql user=root dbname=postgres"
-)
-
-func dsn() string {
-	if d := os.Getenv(dsnEnv); d != "" {
-		return d
-	}
-	return defaultDSN
-}
+// dsn is the server the tests use; each test works in schemas of its own
+// (newSchema).
+func dsn() string { return testenv.PostgresDSN() }
 
 // admin is a pool outside any store, for creating and dropping schemas and
 // for doing to the stores' sessions what an operator (or a failure) would.
@@ -66,7 +56,7 @@ func adminPool(t testing.TB) *pgxpool.Pool {
 		}
 	})
 	if admin.err != nil {
-		testenv.Missing(t, "PostgreSQL", fmt.Errorf("%s (set %s to a connection string): %w", dsn(), dsnEnv, admin.err))
+		testenv.Missing(t, "PostgreSQL", fmt.Errorf("%s (set %s to a connection string): %w", dsn(), testenv.PostgresEnv, admin.err))
 	}
 	return admin.pool
 }

@@ -230,20 +230,6 @@ func (s *Store) Heartbeat(ctx context.Context, p queue.HeartbeatParams) (*queue.
 	return res, nil
 }
 
-// defaultReason is the reason an outcome gets when the executor gave none.
-func defaultReason(o job.Outcome) job.Reason {
-	switch o {
-	case job.OutcomeSucceeded:
-		return job.ReasonSuccess
-	case job.OutcomeFailed:
-		return job.ReasonExitCode
-	case job.OutcomeCanceled:
-		return job.ReasonCanceled
-	default:
-		return job.ReasonSystemError
-	}
-}
-
 // Finish implements queue.Store.
 func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, error) {
 	ref := p.Attempt
@@ -252,7 +238,7 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 	}
 	reason := p.Reason
 	if reason == "" {
-		reason = defaultReason(p.Outcome)
+		reason = p.Outcome.DefaultReason()
 	}
 	var steps any // NULL when there are none
 	if len(p.Steps) > 0 {

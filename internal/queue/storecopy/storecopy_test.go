@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,12 +23,7 @@ import (
 	"github.com/airlock-run/airlock/internal/testenv"
 )
 
-func dsn() string {
-	if d := os.Getenv("AIRLOCK_TEST_POSTGRES"); d != "" {
-		return d
-	}
-	return "host=/var/run/postgresql user=root dbname=postgres"
-}
+func dsn() string { return testenv.PostgresDSN() }
 
 // freshPostgres opens a store in a new schema, dropped when the test ends.
 func freshPostgres(t *testing.T, clock *queuetest.Clock) *postgres.Store {
