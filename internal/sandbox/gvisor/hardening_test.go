@@ -296,7 +296,8 @@ func TestForkBombIsContained(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if elapsed := time.Since(start); elapsed > 10*time.Second {
+	elapsed := time.Since(start)
+	if elapsed > 10*time.Second {
 		t.Errorf("Run returned after %v, want soon after its 3s timeout", elapsed)
 	}
 	// Forks fail at the sandbox's limit; the step is stopped by its
@@ -305,8 +306,16 @@ func TestForkBombIsContained(t *testing.T) {
 	if res.Success() || res.ExitCode != -1 {
 		t.Errorf("Result = %+v, want a step ended by a signal", res)
 	}
-	if !strings.Contains(out.String(), "can't fork") {
-		t.Errorf("the bomb never hit the pids limit; output %.200q", out.String())
+	// The shell says "can't fork" at the sandbox's limit — unless the
+	// backstop killed the sentry first (a loaded host gets there sooner),
+	// which loses what the shell had not yet written out; then the step
+	// ended by SIGKILL before its timeout.
+	backstop := res.Signal == "SIGKILL" && elapsed < 3*time.Second
+	if !strings.Contains(out.String(), "can't fork") && !backstop {
+		t.Errorf("the bomb never hit the pids limit; Result %+v after %v, output %.200q", res, elapsed, out.String())
+	}
+	if backstop {
+		t.Logf("the host's backstop ended the bomb after %v (output: %d bytes, can't fork: %v)", elapsed, out.Len(), strings.Contains(out.String(), "can't fork"))
 	}
 	if got := cgroupFile(t, opts, sb, "pids", "pids.current"); got != "0" {
 		t.Errorf("pids.current = %s after Run returned, want 0", got)
