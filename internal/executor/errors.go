@@ -25,7 +25,20 @@ const (
 	errRefused
 )
 
+// permanentError is a local failure that retrying will not mend.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// permanent marks err as not worth retrying (classify: errRefused).
+func permanent(err error) error { return permanentError{err} }
+
 func classify(err error) errClass {
+	var pe permanentError
+	if errors.As(err, &pe) {
+		return errRefused
+	}
 	switch {
 	case errors.Is(err, queue.ErrStaleAttempt):
 		return errStale

@@ -66,26 +66,28 @@ func (r *jobRun) fileFailed(ctx context.Context, timeout time.Duration, err erro
 // transient failures, and returns its size.
 func (r *jobRun) writeUploadedFile(ctx context.Context, dir string, f artifact.File, digest string) (int64, error) {
 	want := strings.TrimPrefix(digest, job.BlobPrefix)
-	for n := 1; ; n++ {
+	var n int64
+	err := r.withRetries(ctx, "downloading a job file", func() error {
 		body, _, err := r.e.c.JobFile(ctx, r.claim.Token, r.ref, digest)
-		if err == nil {
-			v := &verifier{r: body, h: sha256.New(), want: want}
-			f.Content = v
-			err = artifact.WriteFiles(ctx, dir, []artifact.File{f})
-			body.Close()
-			if err == nil {
-				return v.n, nil
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		v := &verifier{r: body, h: sha256.New(), want: want}
+		f.Content = v
+		if err := artifact.WriteFiles(ctx, dir, []artifact.File{f}); err != nil {
+			if errors.Is(err, artifact.ErrUnsafe) {
+				return permanent(err) // the workspace is in the way: another try meets it again
 			}
+			return err // a short read or a digest mismatch: fetch again
 		}
-		if errors.Is(err, artifact.ErrUnsafe) || classify(err) != errTransient || n >= 5 || ctx.Err() != nil {
-			return 0, fmt.Errorf("job file %q (%s): %w", f.Path, digest, err)
-		}
-		d := r.e.cfg.Backoff.Delay(n)
-		r.log.Warn(fmt.Sprintf("downloading a job file failed, retrying in %s", round(d)), "error", err, "attempt", n)
-		if !sleep(ctx, d) {
-			return 0, ctx.Err()
-		}
+		n = v.n
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("job file %q (%s): %w", f.Path, digest, err)
 	}
+	return n, nil
 }
 
 // errDigest is a downloaded file whose content is not what its digest says.

@@ -449,35 +449,50 @@ func (r *jobRun) uploadArtifacts(ctx context.Context, dir string, spec job.Spec,
 	for _, sk := range m.Skipped {
 		r.printf("==> artifacts: skipped %s (%s)\n", sk.Path, sk.Reason)
 	}
-	for n := 1; ; n++ {
-		if _, err = tmp.Seek(0, io.SeekStart); err != nil {
-			return systemError(fmt.Sprintf("uploading artifacts: %v", err)), true
+	var a *api.Artifact
+	err = r.withRetries(ctx, "uploading artifacts", func() error {
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return permanent(err)
 		}
-		var a *api.Artifact
+		var err error
 		a, err = r.e.c.UploadArtifacts(ctx, r.claim.Token, r.ref, tmp)
-		if err == nil {
-			r.printf("==> uploaded %d artifact files (%s, %s compressed)\n", len(m.Files), job.ByteSize(m.Size), job.ByteSize(a.Size))
-			return api.FinishRequest{}, false
-		}
-		if errors.Is(err, api.ErrTooLarge) {
-			msg := fmt.Sprintf("artifacts refused by the coordinator: %v", err)
-			r.printf("==> %s\n", msg)
-			return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonArtifacts, Message: msg}, true
-		}
-		if classify(err) != errTransient || n >= 5 || ctx.Err() != nil {
-			break
-		}
-		d := r.e.cfg.Backoff.Delay(n)
-		r.log.Warn(fmt.Sprintf("uploading artifacts failed, retrying in %s", round(d)), "error", err, "attempt", n)
-		if !sleep(ctx, d) {
-			break
-		}
-	}
-	if ctx.Err() != nil {
+		return err
+	})
+	switch {
+	case err == nil:
+		r.printf("==> uploaded %d artifact files (%s, %s compressed)\n", len(m.Files), job.ByteSize(m.Size), job.ByteSize(a.Size))
+		return api.FinishRequest{}, false
+	case errors.Is(err, api.ErrTooLarge):
+		msg := fmt.Sprintf("artifacts refused by the coordinator: %v", err)
+		r.printf("==> %s\n", msg)
+		return api.FinishRequest{Outcome: job.OutcomeFailed, Reason: job.ReasonArtifacts, Message: msg}, true
+	case ctx.Err() != nil:
 		return r.interrupted(ctx, "", timeout), true
 	}
 	r.printf("==> uploading artifacts failed: %v\n", err)
 	return systemError(fmt.Sprintf("uploading artifacts: %v", err)), true
+}
+
+// transferTries bounds the tries of one upload or download of an attempt's
+// data (artifacts, job files).
+const transferTries = 5
+
+// withRetries calls try until it succeeds, fails with an error that is not
+// transient (see classify; wrap local failures in permanent), has failed
+// transferTries times, or ctx ends, backing off between tries. It returns
+// try's last error.
+func (r *jobRun) withRetries(ctx context.Context, what string, try func() error) error {
+	for n := 1; ; n++ {
+		err := try()
+		if err == nil || classify(err) != errTransient || n >= transferTries || ctx.Err() != nil {
+			return err
+		}
+		d := r.e.cfg.Backoff.Delay(n)
+		r.log.Warn(fmt.Sprintf("%s failed, retrying in %s", what, round(d)), "error", err, "attempt", n)
+		if !sleep(ctx, d) {
+			return err
+		}
+	}
 }
 
 // stepFailed reports whether fin is a step's own failure (exit code,
