@@ -5,7 +5,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -75,7 +74,7 @@ func newReposAddCommand() *cobra.Command {
 			if cf.json {
 				return printJSON(cmd.OutOrStdout(), repo)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "repository %s registered: %s%s\n", repo.Name, repo.URL, credentialText(repo.Credential))
+			fmt.Fprintf(cmd.OutOrStdout(), "repository %s registered: %s (%s)\n", repo.Name, repo.URL, credentialText(repo.Credential))
 			return nil
 		},
 	}
@@ -111,11 +110,7 @@ func newReposListCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tURL\tCREDENTIAL\tUPDATED")
 			for _, r := range list.Repositories {
-				cred := "none"
-				if r.Credential != nil {
-					cred = r.Credential.Kind + " (secret " + r.Credential.Secret + ")"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.URL, cred, ago(r.UpdatedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.URL, credentialText(r.Credential), ago(r.UpdatedAt))
 			}
 			return tw.Flush()
 		},
@@ -145,7 +140,7 @@ func newReposShowCommand() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), r)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "repository %s\nurl        %s\ncredential %s\nregistered %s, updated %s\n",
-				r.Name, r.URL, strings.TrimSpace(credentialText(r.Credential)), ago(r.CreatedAt), ago(r.UpdatedAt))
+				r.Name, r.URL, credentialText(r.Credential), ago(r.CreatedAt), ago(r.UpdatedAt))
 			return nil
 		},
 	}
@@ -181,11 +176,11 @@ func newReposRemoveCommand() *cobra.Command {
 // coordinator never returns anyway).
 func credentialText(c *job.Credential) string {
 	if c == nil {
-		return " (no credential)"
+		return "no credential"
 	}
 	who := ""
 	if c.Username != "" {
 		who = " as " + c.Username
 	}
-	return fmt.Sprintf(" (%s%s, from coordinator secret %s)", c.Kind, who, c.Secret)
+	return fmt.Sprintf("%s%s, from coordinator secret %s", c.Kind, who, c.Secret)
 }
