@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/airlock-run/airlock/internal/queue"
 	"github.com/airlock-run/airlock/internal/queue/postgres"
 	"github.com/airlock-run/airlock/internal/queue/sqlite"
 	"github.com/airlock-run/airlock/internal/queue/storecopy"
@@ -35,7 +33,10 @@ blobs (artifacts, uploads) are not in the store: keep the blob directory.`,
 			if !isPostgres(to) {
 				return exitf(exitUsage, "--to %s: want a postgres:// URL", redactURL(to))
 			}
-			path := strings.TrimPrefix(from, "sqlite://")
+			path, err := storePath(coordinatorConfig{Store: from})
+			if err != nil {
+				return err
+			}
 			if _, err := os.Stat(path); err != nil {
 				return exitf(exitUsage, "--from: %v", err)
 			}
@@ -70,5 +71,3 @@ blobs (artifacts, uploads) are not in the store: keep the blob directory.`,
 	cmd.Flags().StringVar(&to, "to", "", "an empty PostgreSQL database (postgres://…)")
 	return cmd
 }
-
-var _ queue.Loader = (*postgres.Store)(nil)

@@ -23,6 +23,9 @@ const (
 // States lists every state in lifecycle order.
 var States = []State{StateQueued, StateRunning, StateSucceeded, StateFailed, StateCanceled, StateErrored}
 
+// TerminalStates are the states a job never leaves on its own.
+var TerminalStates = []State{StateSucceeded, StateFailed, StateCanceled, StateErrored}
+
 // Terminal reports whether a job in state s will never change again on its own.
 func (s State) Terminal() bool {
 	switch s {

@@ -32,7 +32,6 @@ type JobDump struct {
 	StartedAt       time.Time // zero: never claimed
 	FinishedAt      time.Time // zero: not terminal
 	LeaseUntil      time.Time // of the current attempt while running
-	Executor        string    // of the current or last attempt
 	Attempts        []AttemptDump
 }
 
@@ -70,7 +69,8 @@ type Dumper interface {
 
 // Loader writes what a Dumper read into an empty store.
 type Loader interface {
-	// Empty reports whether the store holds no job and no registration.
+	// Empty reports whether the store holds no job, no registration and no
+	// executor.
 	Empty(ctx context.Context) (bool, error)
 	// LoadJob stores a job as it is, its ID included.
 	LoadJob(ctx context.Context, j JobDump) error

@@ -76,15 +76,10 @@ const qClaimByToken = `SELECT ` + jobColumns + `, (SELECT number FROM attempts W
 // Claim implements queue.Store. See the package comment for how a claim
 // whose commit outcome is unknown is resolved.
 func (s *Store) Claim(ctx context.Context, p queue.ClaimParams) (*queue.Claim, error) {
-	if len(p.Queues) == 0 {
-		return nil, errors.New("claiming a job: no queues given")
+	queues, err := p.Check()
+	if err != nil {
+		return nil, err
 	}
-	if p.Lease <= 0 {
-		return nil, fmt.Errorf("claiming a job: lease %v is not positive", p.Lease)
-	}
-	queues := slices.Clone(p.Queues)
-	slices.Sort(queues)
-	queues = slices.Compact(queues)
 	var token any // NULL, which UNIQUE ignores, when there is none
 	if len(p.TokenHash) > 0 {
 		token = p.TokenHash
@@ -98,7 +93,6 @@ func (s *Store) Claim(ctx context.Context, p queue.ClaimParams) (*queue.Claim, e
 		// try may yet commit, so it is ended before the attempt is looked
 		// for.
 		fence *session
-		err   error
 	)
 	for n := 1; ; n++ {
 		if err = ctx.Err(); err != nil {

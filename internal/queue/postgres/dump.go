@@ -30,7 +30,8 @@ func (s *Store) Empty(ctx context.Context) (bool, error) {
 	var n int
 	err := s.read(ctx, func(ctx context.Context, q querier) error {
 		return q.QueryRow(ctx, `SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs LIMIT 1) j)
-			+ (SELECT count(*) FROM (SELECT 1 FROM repositories LIMIT 1) r)`).Scan(&n)
+			+ (SELECT count(*) FROM (SELECT 1 FROM repositories LIMIT 1) r)
+			+ (SELECT count(*) FROM (SELECT 1 FROM executors LIMIT 1) e)`).Scan(&n)
 	})
 	return n == 0, err
 }

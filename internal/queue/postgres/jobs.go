@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,16 +15,6 @@ import (
 
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
-)
-
-// defaultQueue is used for a spec that names none. Validation normally fills
-// it in; the store only refuses to invent anything stranger.
-const defaultQueue = "default"
-
-// Listing limits, from the queue.ListParams contract.
-const (
-	defaultListLimit = 50
-	maxListLimit     = 1000
 )
 
 // jobColumns are what scanJob reads, in its order.
@@ -91,11 +80,7 @@ func (s *Store) Submit(ctx context.Context, p queue.SubmitParams) (*queue.Job, e
 	if err != nil {
 		return nil, fmt.Errorf("submitting job: encoding spec: %w", err)
 	}
-	q := p.Spec.Queue
-	if q == "" {
-		q = defaultQueue
-	}
-	maxAttempts := max(p.Spec.MaxAttempts, 1)
+	q, maxAttempts := p.QueueName(), p.MaxAttempts()
 	var j *queue.Job
 	err = s.tx(ctx, once, func(ctx context.Context, tx *txn) error {
 		var err error
@@ -165,11 +150,7 @@ func loadAttempts(ctx context.Context, q querier, jobID int64) ([]queue.Attempt,
 // List implements queue.Store. The cursor is the base64 of the last ID
 // returned; the next page starts below it.
 func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult, error) {
-	limit := p.Limit
-	if limit <= 0 {
-		limit = defaultListLimit
-	}
-	limit = min(limit, maxListLimit)
+	limit := p.PageLimit()
 
 	var (
 		where []string
@@ -180,7 +161,7 @@ func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult
 		return "$" + strconv.Itoa(len(args))
 	}
 	if p.Cursor != "" {
-		before, err := decodeCursor(p.Cursor)
+		before, err := queue.DecodeCursor(p.Cursor)
 		if err != nil {
 			return nil, fmt.Errorf("listing jobs: %w", err)
 		}
@@ -193,7 +174,7 @@ func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult
 		where = append(where, "queue = ANY("+arg(p.Queues)+")")
 	}
 	if !p.FinishedBefore.IsZero() {
-		where = append(where, "state = ANY("+arg(stateStrings(terminalStates))+") AND finished_at < "+arg(p.FinishedBefore))
+		where = append(where, "state = ANY("+arg(stateStrings(job.TerminalStates))+") AND finished_at < "+arg(p.FinishedBefore))
 	}
 	query := `SELECT ` + jobColumns + ` FROM jobs`
 	if len(where) > 0 {
@@ -223,7 +204,7 @@ func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult
 	}
 	if len(res.Jobs) > limit {
 		res.Jobs = res.Jobs[:limit]
-		res.NextCursor = encodeCursor(res.Jobs[limit-1].ID)
+		res.NextCursor = queue.EncodeCursor(res.Jobs[limit-1].ID)
 	}
 	return res, nil
 }
@@ -234,22 +215,6 @@ func stateStrings(states []job.State) []string {
 		out[i] = string(st)
 	}
 	return out
-}
-
-func encodeCursor(id int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(id, 10)))
-}
-
-func decodeCursor(c string) (int64, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return 0, fmt.Errorf("%w %q", queue.ErrBadCursor, c)
-	}
-	id, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, fmt.Errorf("%w %q", queue.ErrBadCursor, c)
-	}
-	return id, nil
 }
 
 // qEndJob moves a job to a new state (terminal, or queued again) and forgets
@@ -314,9 +279,6 @@ func (s *Store) Retry(ctx context.Context, id int64) (*queue.Job, error) {
 	}
 	return j, nil
 }
-
-// terminalStates are the states a retention policy may delete.
-var terminalStates = []job.State{job.StateSucceeded, job.StateFailed, job.StateCanceled, job.StateErrored}
 
 // DeleteJob implements queue.Store. The job's attempts and log chunks go
 // with it (ON DELETE CASCADE), in the same transaction.

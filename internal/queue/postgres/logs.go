@@ -29,8 +29,6 @@ import (
 )
 
 const (
-	// maxReadBytes is the default and the most one ReadLog returns.
-	maxReadBytes = 1 << 20
 	// maxChunkRow bounds a log_chunks row, so that a read from the middle of
 	// a large append fetches little more than it returns.
 	maxChunkRow = 64 << 10
@@ -102,10 +100,7 @@ func (s *Store) ReadLog(ctx context.Context, p queue.ReadLogParams) (*queue.LogC
 	if p.Offset < 0 {
 		return nil, fmt.Errorf("reading log of job %d: negative offset %d", p.JobID, p.Offset)
 	}
-	limit := int64(p.Limit)
-	if limit <= 0 || limit > maxReadBytes {
-		limit = maxReadBytes
-	}
+	limit := p.ByteLimit()
 	var (
 		state    string
 		latest   int

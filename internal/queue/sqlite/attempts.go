@@ -22,7 +22,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
@@ -56,18 +55,13 @@ var (
 
 // Claim implements queue.Store.
 func (s *Store) Claim(ctx context.Context, p queue.ClaimParams) (*queue.Claim, error) {
-	if len(p.Queues) == 0 {
-		return nil, errors.New("claiming a job: no queues given")
+	queues, err := p.Check()
+	if err != nil {
+		return nil, err
 	}
-	if p.Lease <= 0 {
-		return nil, fmt.Errorf("claiming a job: lease %v is not positive", p.Lease)
-	}
-	queues := slices.Clone(p.Queues)
-	slices.Sort(queues)
-	queues = slices.Compact(queues)
 
 	var c *queue.Claim
-	err := s.write(ctx, func(tx txn, now int64) error {
+	err = s.write(ctx, func(tx txn, now int64) error {
 		c = nil
 		// The best job of each queue is the head of its index range; the best
 		// of those heads wins. This stays a handful of index seeks however

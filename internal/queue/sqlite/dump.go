@@ -15,7 +15,7 @@ func (s *Store) DumpJobs(ctx context.Context, fn func(queue.JobDump) error) erro
 		var page []dumpedJob
 		err := s.read(ctx, func(tx txn) error {
 			rows, err := tx.QueryContext(ctx, `SELECT id, queue, priority, spec, state, reason, message, cancel_requested,
-				attempt, attempt_base, max_attempts, created_at, started_at, finished_at, lease_until, executor
+				attempt, attempt_base, max_attempts, created_at, started_at, finished_at, lease_until
 				FROM jobs WHERE id > ? ORDER BY id LIMIT 100`, after)
 			if err != nil {
 				return err
@@ -28,7 +28,7 @@ func (s *Store) DumpJobs(ctx context.Context, fn func(queue.JobDump) error) erro
 					created, started, finished, lease int64
 				)
 				if err := rows.Scan(&j.ID, &j.Queue, &j.Priority, &spec, &j.State, &j.Reason, &j.Message, &j.CancelRequested,
-					&j.Attempt, &j.AttemptBase, &j.MaxAttempts, &created, &started, &finished, &lease, &j.Executor); err != nil {
+					&j.Attempt, &j.AttemptBase, &j.MaxAttempts, &created, &started, &finished, &lease); err != nil {
 					return err
 				}
 				if err := json.Unmarshal([]byte(spec), &j.Spec); err != nil {

@@ -3,25 +3,13 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/queue"
-)
-
-// defaultQueue is used for a spec that names none. Validation normally fills
-// it in; the store only refuses to invent anything stranger.
-const defaultQueue = "default"
-
-// Listing limits, from the queue.ListParams contract.
-const (
-	defaultListLimit = 50
-	maxListLimit     = 1000
 )
 
 const jobColumns = `id, queue, priority, spec, state, reason, message, cancel_requested,
@@ -83,11 +71,7 @@ func (s *Store) Submit(ctx context.Context, p queue.SubmitParams) (*queue.Job, e
 	if err != nil {
 		return nil, fmt.Errorf("submitting job: encoding spec: %w", err)
 	}
-	q := p.Spec.Queue
-	if q == "" {
-		q = defaultQueue
-	}
-	maxAttempts := max(p.Spec.MaxAttempts, 1)
+	q, maxAttempts := p.QueueName(), p.MaxAttempts()
 	var j *queue.Job
 	err = s.write(ctx, func(tx txn, now int64) error {
 		var err error
@@ -148,18 +132,14 @@ func loadAttempts(ctx context.Context, q querier, jobID int64) ([]queue.Attempt,
 // List implements queue.Store. The cursor is the base64 of the last ID
 // returned; the next page starts below it.
 func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult, error) {
-	limit := p.Limit
-	if limit <= 0 {
-		limit = defaultListLimit
-	}
-	limit = min(limit, maxListLimit)
+	limit := p.PageLimit()
 
 	var (
 		where []string
 		args  []any
 	)
 	if p.Cursor != "" {
-		before, err := decodeCursor(p.Cursor)
+		before, err := queue.DecodeCursor(p.Cursor)
 		if err != nil {
 			return nil, fmt.Errorf("listing jobs: %w", err)
 		}
@@ -179,8 +159,8 @@ func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult
 		}
 	}
 	if !p.FinishedBefore.IsZero() {
-		where = append(where, "state IN ("+placeholders(len(terminalStates))+") AND finished_at < ?")
-		for _, st := range terminalStates {
+		where = append(where, "state IN ("+placeholders(len(job.TerminalStates))+") AND finished_at < ?")
+		for _, st := range job.TerminalStates {
 			args = append(args, st)
 		}
 		args = append(args, p.FinishedBefore.UnixNano())
@@ -210,25 +190,9 @@ func (s *Store) List(ctx context.Context, p queue.ListParams) (*queue.ListResult
 	}
 	if len(res.Jobs) > limit {
 		res.Jobs = res.Jobs[:limit]
-		res.NextCursor = encodeCursor(res.Jobs[limit-1].ID)
+		res.NextCursor = queue.EncodeCursor(res.Jobs[limit-1].ID)
 	}
 	return res, nil
-}
-
-func encodeCursor(id int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(id, 10)))
-}
-
-func decodeCursor(c string) (int64, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return 0, fmt.Errorf("%w %q", queue.ErrBadCursor, c)
-	}
-	id, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, fmt.Errorf("%w %q", queue.ErrBadCursor, c)
-	}
-	return id, nil
 }
 
 func placeholders(n int) string {
@@ -330,9 +294,6 @@ func upsertExecutor(ctx context.Context, tx querier, e queue.ExecutorInfo, now i
 	_, err = tx.ExecContext(ctx, qUpsertExecutor, e.Name, string(info), now)
 	return err
 }
-
-// terminalStates are the states a retention policy may delete.
-var terminalStates = []job.State{job.StateSucceeded, job.StateFailed, job.StateCanceled, job.StateErrored}
 
 var (
 	qDeleteAttempts = prepared(`DELETE FROM attempts WHERE job_id = ?`)

@@ -280,8 +280,8 @@ func TestMigrationMovesLogsOutOfTheDatabase(t *testing.T) {
 		{1, 1, 0, "hello "},
 		{1, 1, 6, "world\n"},
 		{1, 2, 0, "second attempt\n"},
-		{1234, 1, 0, big[:maxReadBytes]},
-		{1234, 1, maxReadBytes, big[maxReadBytes:]},
+		{1234, 1, 0, big[:queue.MaxReadBytes]},
+		{1234, 1, queue.MaxReadBytes, big[queue.MaxReadBytes:]},
 	})
 	// An interrupted earlier run left a longer, wrong file behind.
 	dir := path + ".logs"
@@ -372,5 +372,28 @@ func TestTwoStoresShareLogs(t *testing.T) {
 	_, err := b.AppendLog(context.Background(), queue.AppendLogParams{Attempt: ref, Offset: int64(want.Len()) + 1, Data: []byte("x")})
 	if !errors.Is(err, queue.ErrLogGap) {
 		t.Errorf("AppendLog past the end through the other store: error = %v, want ErrLogGap", err)
+	}
+}
+
+// Deleting a job (retention) removes its attempts' log files, not only its
+// rows.
+func TestDeleteJobRemovesItsLogFiles(t *testing.T) {
+	t.Parallel()
+	s := openAt(t, filepath.Join(t.TempDir(), "queue.db"))
+	ctx := t.Context()
+	ref := claimNew(t, s)
+	appendLog(t, s, ref, 0, "kept until the job goes\n")
+	if _, err := s.Finish(ctx, queue.FinishParams{Attempt: ref, Outcome: job.OutcomeSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	file := s.logs.path(ref.JobID, ref.Attempt)
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("log file before DeleteJob: %v", err)
+	}
+	if err := s.DeleteJob(ctx, ref.JobID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("log file after DeleteJob: %v, want it gone", err)
 	}
 }

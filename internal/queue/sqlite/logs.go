@@ -20,9 +20,6 @@ import (
 	"github.com/airlock-run/airlock/internal/queue"
 )
 
-// maxReadBytes is the default and the most one ReadLog returns.
-const maxReadBytes = 1 << 20
-
 var (
 	qSetLogSize = prepared(`UPDATE attempts SET log_size = ? WHERE job_id = ? AND number = ?`)
 	// qLogSize reads a job's state and latest attempt, and the size of the
@@ -99,10 +96,7 @@ func (s *Store) ReadLog(ctx context.Context, p queue.ReadLogParams) (*queue.LogC
 	if p.Offset < 0 {
 		return nil, fmt.Errorf("reading log of job %d: negative offset %d", p.JobID, p.Offset)
 	}
-	limit := int64(p.Limit)
-	if limit <= 0 || limit > maxReadBytes {
-		limit = maxReadBytes
-	}
+	limit := p.ByteLimit()
 	var (
 		state          job.State
 		latest         int

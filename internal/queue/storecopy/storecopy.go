@@ -16,7 +16,8 @@ import (
 	"github.com/airlock-run/airlock/internal/queue"
 )
 
-// ErrNotEmpty is a destination that already holds jobs or registrations.
+// ErrNotEmpty is a destination that already holds jobs, registrations or
+// executors (one that heartbeated a coordinator already started on it).
 var ErrNotEmpty = errors.New("the destination store is not empty")
 
 // Stats says what moved.
