@@ -295,10 +295,6 @@ func (c *Client) UploadArtifacts(ctx context.Context, token string, ref queue.At
 	path := fmt.Sprintf("/attempts/%d/%d/artifacts", ref.JobID, ref.Attempt)
 	resp, err := c.do(ctx, http.MethodPut, path, nil, token, body, "application/gzip")
 	if err != nil {
-		var se *StatusError
-		if errors.As(err, &se) && se.Err.Code == CodeTooLarge {
-			se.wrapped = []error{ErrTooLarge}
-		}
 		return nil, fmt.Errorf("uploading artifacts of job %d attempt %d: %w", ref.JobID, ref.Attempt, err)
 	}
 	var out Artifact
@@ -642,8 +638,7 @@ func decodeBody(resp *http.Response, out any) error {
 func (c *Client) HasFile(ctx context.Context, digest string) (bool, error) {
 	resp, err := c.do(ctx, http.MethodHead, "/files/"+digest, nil, c.token, nil, "")
 	if err != nil {
-		var se *StatusError
-		if errors.As(err, &se) && se.Status == http.StatusNotFound {
+		if errors.Is(err, queue.ErrNotFound) {
 			return false, nil
 		}
 		return false, fmt.Errorf("looking up file %s: %w", digest, err)
@@ -671,12 +666,7 @@ func (c *Client) UploadFile(ctx context.Context, digest string, body io.Reader, 
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
-		err := statusError(resp)
-		var se *StatusError
-		if errors.As(err, &se) && se.Err.Code == CodeTooLarge {
-			se.wrapped = []error{ErrTooLarge}
-		}
-		return nil, fmt.Errorf("uploading file %s: %w", digest, err)
+		return nil, fmt.Errorf("uploading file %s: %w", digest, statusError(resp))
 	}
 	var out FileUpload
 	if err := decodeBody(resp, &out); err != nil {

@@ -73,6 +73,10 @@ type Store interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, Info, error)
 	// Stat describes a blob. ErrNotFound if there is no blob under key.
 	Stat(ctx context.Context, key string) (Info, error)
+	// Touch sets a blob's Created to now, by the store's clock, leaving its
+	// content alone, so that an age-based sweep takes it for new; it
+	// returns the blob's Info. ErrNotFound if there is no blob under key.
+	Touch(ctx context.Context, key string) (Info, error)
 	// Delete removes a blob. Deleting a missing blob is not an error.
 	Delete(ctx context.Context, key string) error
 	// List returns the blobs whose keys begin with p.Prefix (a plain string

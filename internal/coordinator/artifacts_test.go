@@ -34,8 +34,9 @@ func TestArtifactsAreStoredPerAttemptCappedListedAndDownloaded(t *testing.T) {
 		t.Fatalf("UploadArtifacts = %+v, %v", a, err)
 	}
 	// Only the attempt's own token uploads, and only its own attempt.
-	if _, err := e.client.UploadArtifacts(ctx, clientToken, ref, bytes.NewReader(body)); err == nil {
-		t.Error("a client token uploaded artifacts")
+	var se *api.StatusError
+	if _, err := e.client.UploadArtifacts(ctx, clientToken, ref, bytes.NewReader(body)); !errors.As(err, &se) || se.Status != 403 {
+		t.Errorf("a client token uploading artifacts: %v, want 403", err)
 	}
 
 	list, err := e.client.Artifacts(ctx, j.ID)
@@ -46,7 +47,6 @@ func TestArtifactsAreStoredPerAttemptCappedListedAndDownloaded(t *testing.T) {
 	if _, err := e.client.DownloadArtifacts(ctx, j.ID, 1, &got); err != nil || !bytes.Equal(got.Bytes(), body) {
 		t.Errorf("DownloadArtifacts = %q, %v", got.Bytes(), err)
 	}
-	var se *api.StatusError
 	if _, err := e.client.DownloadArtifacts(ctx, j.ID, 2, &got); !errors.As(err, &se) || se.Status != 404 {
 		t.Errorf("downloading an attempt without artifacts: %v, want 404", err)
 	}

@@ -184,7 +184,7 @@ func fileError(h string, err error) error {
 }
 
 // checkFiles refuses a spec naming a file that has not been uploaded, with
-// the field of the first such file.
+// the field of the first such file, and touches the uploads it names.
 func (s *Server) checkFiles(r *http.Request, spec job.Spec) error {
 	for _, name := range sortedFileNames(spec) {
 		f := spec.Files[name]
@@ -196,14 +196,13 @@ func (s *Server) checkFiles(r *http.Request, spec job.Spec) error {
 			return invalid(field, "this coordinator keeps no uploaded files")
 		}
 		h, _ := job.ParseBlob(f.Blob) // validated
-		info, err := s.cfg.Blobs.Stat(r.Context(), uploadKey(h))
+		// Touched, not only looked at: a retention sweep running now then
+		// takes the upload for new (retention.go).
+		_, err := s.cfg.Blobs.Touch(r.Context(), uploadKey(h))
 		if errors.Is(err, blobstore.ErrNotFound) {
 			return invalid(field, "%s has not been uploaded (PUT %s/files/%s first; airlock submit --file does)", f.Blob, api.Prefix, f.Blob)
 		} else if err != nil {
 			return fmt.Errorf("checking file %s: %w", f.Blob, err)
-		}
-		if err := s.refreshUpload(r.Context(), uploadKey(h), info); err != nil {
-			return fmt.Errorf("refreshing file %s: %w", f.Blob, err)
 		}
 	}
 	return nil

@@ -87,7 +87,7 @@ func TestUploadedFilesAreCheckedStoredOnceAndServedOnlyToTheirJobs(t *testing.T)
 	if _, _, err := e.exec.JobFile(ctx, oc.Token, oref, d); !errors.As(err, &se) || se.Status != 403 {
 		t.Errorf("a job that names no such file fetched it: %v, want 403", err)
 	}
-	if _, _, err := e.exec.JobFile(ctx, clientToken, ref, d); err == nil {
-		t.Error("a client token fetched a job file")
+	if _, _, err := e.exec.JobFile(ctx, clientToken, ref, d); !errors.As(err, &se) || se.Status != 403 {
+		t.Errorf("a client token fetching a job file: %v, want 403", err)
 	}
 }

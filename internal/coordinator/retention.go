@@ -23,10 +23,12 @@ package coordinator
 //   - a client uploads a file and has not submitted its job yet: the upload
 //     is younger than the grace, so it is kept;
 //   - a job naming an old upload is submitted while a sweep runs (after the
-//     mark passed it by): submit refreshes any upload older than half the
-//     grace (it stores it again, which resets its creation time), so the
-//     upload is young again before the job exists, and a sweep deletes only
-//     uploads older than the whole grace.
+//     mark passed it by): submit touches every upload it names
+//     (blobstore.Store.Touch resets its creation time) before the job exists,
+//     and the sweep looks at an upload's age again just before deleting it.
+//     What remains is the moment between that look and the delete; a job
+//     that loses its upload there fails to download it (a system error)
+//     and must be submitted again.
 //
 // The mark reads every job's spec, once per sweep (hourly): linear in the
 // number of jobs kept, which retention bounds.
@@ -103,7 +105,8 @@ func (s *Server) sweepJobs(ctx context.Context, res *SweepResult) error {
 			err := s.store.DeleteJob(ctx, j.ID)
 			switch {
 			case errors.Is(err, queue.ErrNotFound):
-				// Another replica got there first; its blobs are its business.
+				// Another replica got there first, or a crash came between
+				// an earlier sweep's two deletes: delete the blobs all the same.
 			case errors.Is(err, queue.ErrInvalidState):
 				continue // retried just now: keep everything
 			case err != nil:
@@ -167,7 +170,7 @@ func (s *Server) sweepUploads(ctx context.Context, res *SweepResult) error {
 		if named[h] {
 			continue
 		}
-		// Submit may have refreshed it since it was listed.
+		// Submit may have touched it since it was listed.
 		if cur, err := s.cfg.Blobs.Stat(ctx, info.Key); err != nil || !cur.Created.Before(cutoff) {
 			continue
 		}
@@ -177,20 +180,4 @@ func (s *Server) sweepUploads(ctx context.Context, res *SweepResult) error {
 		res.Uploads++
 	}
 	return nil
-}
-
-// refreshUpload stores an upload again when it is older than half the grace,
-// so that a sweep running now cannot delete it before the job naming it is
-// in the store.
-func (s *Server) refreshUpload(ctx context.Context, key string, info blobstore.Info) error {
-	if !info.Created.Before(s.now().Add(-s.cfg.UploadGrace / 2)) {
-		return nil
-	}
-	rc, _, err := s.cfg.Blobs.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	_, err = s.cfg.Blobs.Put(ctx, key, rc, 0)
-	return err
 }

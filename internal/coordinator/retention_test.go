@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,10 +71,13 @@ func TestRetentionDeletesOldJobsWithTheirBlobsAndUnnamedUploads(t *testing.T) {
 	finish(oldShared, true)
 
 	// Day 40: a recent finished job and a queued one, both naming the shared
-	// upload (which submit refreshes, since it is older than half the grace),
-	// and a fresh upload not yet named.
+	// upload (which submit touches: a sweep running meanwhile takes it for
+	// new), and a fresh upload not yet named.
 	e.clock.Advance(40 * 24 * time.Hour)
 	recent := e.submit(withFile(shared))
+	if info, err := blobs.Stat(ctx, uploadKey(strings.TrimPrefix(shared, job.BlobPrefix))); err != nil || !info.Created.Equal(e.clock.Now()) {
+		t.Errorf("the shared upload after a submit naming it: %+v, %v; want it touched (created %v)", info, err, e.clock.Now())
+	}
 	finish(recent, true)
 	queued := e.submit(withFile(shared))
 	fresh := upload("fresh")

@@ -78,6 +78,7 @@ func Exercise(t *testing.T, open func(t *testing.T, clock *Clock) blobstore.Stor
 		{"Keys", keyCases},
 		{"List", listCases},
 		{"Delete", deleteCases},
+		{"Touch", touchCases},
 		{"Concurrency", concurrencyCases},
 	}
 	for _, g := range groups {
