@@ -242,7 +242,7 @@ func New(opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image cache: %w", err)
 	}
-	if err := flockSoon(lock); err != nil {
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("image cache: %s is in use by another process: %w", root, err)
 	}
@@ -349,21 +349,6 @@ func (c *Cache) loadRecord(p string) (*imageEntry, error) {
 
 // Close releases the cache directory. Images still leased stay valid on
 // disk, but the Cache may not be used any more.
-// flockSoon takes an exclusive flock on f, trying for up to a second: a
-// lock just released by Close can still be held for a moment by a child
-// process that another goroutine forked before the descriptor's
-// close-on-exec took effect.
-func flockSoon(f *os.File) error {
-	var err error
-	for range 20 {
-		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != unix.EWOULDBLOCK {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return err
-}
-
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -371,6 +356,11 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	c.closed = true
+	// Unlock before closing: a child that another goroutine forked before
+	// the descriptor's close-on-exec took effect holds a copy of it, and
+	// the lock lives until the last copy closes — unless it is released
+	// explicitly, which releases it for every copy.
+	unix.Flock(int(c.lock.Fd()), unix.LOCK_UN)
 	return c.lock.Close()
 }
 
