@@ -314,7 +314,7 @@ func (p Params) validate() (string, string, error) {
 	if strings.ContainsAny(p.Token, "\r\n\x00") {
 		return "", "", errors.New("repository token: contains a control character")
 	}
-	if !validCommit(p.Commit) {
+	if !job.ValidCommit(p.Commit) {
 		return "", "", fmt.Errorf("commit %q: not a full lowercase hex object name", p.Commit)
 	}
 	for _, s := range p.Sparse {
@@ -335,18 +335,6 @@ func (p Params) validate() (string, string, error) {
 	}
 	sum := sha256.Sum256([]byte(key))
 	return u.String(), hex.EncodeToString(sum[:16]), nil
-}
-
-func validCommit(s string) bool {
-	if len(s) != 40 && len(s) != 64 {
-		return false
-	}
-	for _, r := range s {
-		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 func (c *Cache) acquire(key string) *repo {

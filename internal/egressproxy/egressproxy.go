@@ -253,7 +253,8 @@ func (p *Proxy) dial(ctx context.Context, s *Session, hostport string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+	portNum, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
 		return nil, fmt.Errorf("bad port in %q", hostport)
 	}
 	var addrs []netip.Addr
@@ -274,7 +275,7 @@ func (p *Proxy) dial(ctx context.Context, s *Session, hostport string) (net.Conn
 	}}
 	var errs []error
 	for _, a := range addrs {
-		c, err := d.DialContext(ctx, "tcp4", netip.AddrPortFrom(a.Unmap(), mustPort(port)).String())
+		c, err := d.DialContext(ctx, "tcp4", netip.AddrPortFrom(a.Unmap(), uint16(portNum)).String())
 		if err == nil {
 			return c, nil
 		}
@@ -295,11 +296,6 @@ func (p *Proxy) dial(ctx context.Context, s *Session, hostport string) (net.Conn
 		return nil, fmt.Errorf("%s has no IPv4 address", host)
 	}
 	return nil, errors.Join(errs...)
-}
-
-func mustPort(s string) uint16 {
-	n, _ := strconv.ParseUint(s, 10, 16)
-	return uint16(n)
 }
 
 // ServeHTTP proxies one request: CONNECT, or an absolute-form request.

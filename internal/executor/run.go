@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -693,15 +692,6 @@ func secretValues(secrets map[string]string) []string {
 	}
 	slices.Sort(vals)
 	return slices.Compact(vals)
-}
-
-// writeFiles writes a job's files into the workspace dir, creating parent
-// directories. A path that is absolute or leaves the workspace is refused
-// before anything is written; the writes themselves go through os.Root, so a
-// symlink cannot lead them out either.
-// localPath reports whether a job file name stays inside the workspace.
-func localPath(name string) bool {
-	return name != "" && !strings.Contains(name, "\\") && filepath.IsLocal(filepath.FromSlash(name))
 }
 
 // attemptLog is the joblog.Sink of one attempt.

@@ -210,7 +210,7 @@ func validateRepository(p *problems, r *Repository) {
 	switch {
 	case r.Commit == "":
 		p.add("repository.commit", "is required (a full 40- or 64-character commit hash)")
-	case !validCommit(r.Commit):
+	case !ValidCommit(r.Commit):
 		p.addf("repository.commit", "%s is not a full commit hash (40 or 64 lowercase hex digits)", quote(r.Commit))
 	}
 	if len(r.Sparse) > MaxSparse {
@@ -575,9 +575,9 @@ func validRepoName(s string) bool {
 	return true
 }
 
-// validCommit reports whether s is a full SHA-1 or SHA-256 object name in
+// ValidCommit reports whether s is a full SHA-1 or SHA-256 object name in
 // lowercase hex.
-func validCommit(s string) bool {
+func ValidCommit(s string) bool {
 	if len(s) != 40 && len(s) != 64 {
 		return false
 	}
