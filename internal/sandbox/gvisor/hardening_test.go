@@ -193,7 +193,7 @@ func TestImageUser(t *testing.T) {
 			opts.Images = func(context.Context, string, string) (oci.Image, error) {
 				return oci.Image{RootFS: rootfs, User: tt.user}, nil
 			}
-			sb := open(t, newRuntime(t, opts), job.Resources{})
+			sb := open(t, newRuntime(t, opts), job.Resources{Pids: 100}) // as the executor always sets one
 			res, out := run(t, sb, "id; touch /work/mine && grep -c CapEff:.0000000000000000 /proc/self/status")
 			want := tt.want + "1\n"
 			if tt.user == "" {

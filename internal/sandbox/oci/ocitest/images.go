@@ -22,6 +22,7 @@ import (
 
 	"github.com/airlock-run/airlock/internal/image"
 	"github.com/airlock-run/airlock/internal/image/imagetest"
+	"github.com/airlock-run/airlock/internal/job"
 	"github.com/airlock-run/airlock/internal/sandbox"
 	"github.com/airlock-run/airlock/internal/sandbox/hostfs"
 	"github.com/airlock-run/airlock/internal/sandbox/oci"
@@ -198,7 +199,9 @@ func ExerciseImages(t *testing.T, dir string, newRuntime func(t *testing.T, imag
 	rt := newRuntime(t, p.ImageFunc())
 	name := fmt.Sprintf("img-%d-%d", os.Getpid(), imageSandboxSeq.Add(1))
 	ctx := context.Background()
-	sb, err := rt.Open(ctx, sandbox.OpenParams{Name: name})
+	// With a pids limit, as the executor always sets one: the runtimes take
+	// another path to the step's user then (gVisor's init switches users).
+	sb, err := rt.Open(ctx, sandbox.OpenParams{Name: name, Resources: job.Resources{Pids: 256}})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -216,24 +219,27 @@ func ExerciseImages(t *testing.T, dir string, newRuntime func(t *testing.T, imag
 		}
 	}
 	steps := []struct {
-		name, image, script, want string
+		name, image, user, script, want string
 	}{
-		{"files keep their owners", c.Root,
+		{"files keep their owners", c.Root, "",
 			`stat -c '%u:%g %a %n' / /etc/passwd /bin/busybox /root /root/secret /home/builder /home/builder/own; cat /root/secret`,
 			"0:0 755 /\n0:0 644 /etc/passwd\n0:0 755 /bin/busybox\n0:0 700 /root\n0:0 600 /root/secret\n" +
 				"1000:1000 700 /home/builder\n1000:1000 600 /home/builder/own\nroot only\n"},
-		{"the root filesystem is read-only", c.Root,
+		{"the root filesystem is read-only", c.Root, "",
 			`touch /etc/passwd 2>&1; touch /bin/x 2>&1; mkdir /new 2>&1; echo written > /work/root-file && cat /work/root-file`,
 			"touch: /etc/passwd: Read-only file system\ntouch: /bin/x: Read-only file system\n" +
 				"mkdir: can't create directory '/new': Read-only file system\nwritten\n"},
-		{"the image's user", c.Builder,
+		{"the image's user", c.Builder, "",
 			`id; cat /home/builder/own; echo w > /work/f && cat /work/f; echo t > /tmp/f && cat /tmp/f; cat /root/secret 2>&1; stat -c '%u:%g %n' /work/f`,
 			"uid=1000(builder) gid=1000(builder)\nmine\nw\nt\ncat: can't open '/root/secret': Permission denied\n1000:1000 /work/f\n"},
+		{"the step's user over the image's", c.Root, "builder",
+			`id; cat /home/builder/own; cat /root/secret 2>&1 || true`,
+			"uid=1000(builder) gid=1000(builder)\nmine\ncat: can't open '/root/secret': Permission denied\n"},
 	}
 	for _, s := range steps {
 		var out bytes.Buffer
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
-		res, err := sb.Run(rctx, sandbox.Step{Image: s.image, Run: s.script, Stdout: &out, Stderr: &out})
+		res, err := sb.Run(rctx, sandbox.Step{Image: s.image, User: s.user, Run: s.script, Stdout: &out, Stderr: &out})
 		cancel()
 		if err != nil {
 			t.Fatalf("%s: Run: %v (output %q)", s.name, err, out.String())
@@ -241,6 +247,10 @@ func ExerciseImages(t *testing.T, dir string, newRuntime func(t *testing.T, imag
 		if !res.Success() || out.String() != s.want {
 			t.Errorf("%s: Result %+v, output %q; want success and %q", s.name, res, out.String(), s.want)
 		}
+	}
+	// A step user the image lacks is the job's mistake, reported as such.
+	if _, err := sb.Run(ctx, sandbox.Step{Image: c.Root, User: "nosuchuser", Run: "true"}); !errors.Is(err, sandbox.ErrImage) {
+		t.Errorf("a step user the image lacks: Run = %v, want ErrImage", err)
 	}
 	// The executor sees the steps' files as its own.
 	for _, f := range []string{"root-file", "f"} {
