@@ -386,16 +386,9 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 			jobMessage string
 			finishedAt any // of the job; NULL while it is not terminal
 		)
-		switch {
-		case p.Outcome == job.OutcomeErrored && l.CancelRequested:
-			state, jobReason = job.StateCanceled, job.ReasonCanceled
-		case p.Outcome == job.OutcomeErrored && ref.Attempt-l.base < l.MaxAttempts:
-			state = job.StateQueued // try again; the attempt keeps the reason
-		case p.Outcome == job.OutcomeErrored:
-			state, jobReason, jobMessage = job.StateErrored, reason, message
-		default: // succeeded, failed and canceled map onto the states of the same name
-			state, jobReason, jobMessage = job.State(p.Outcome), reason, message
-		}
+		end := queue.AfterFinish(queue.AttemptBudget{Used: ref.Attempt - l.base, MaxAttempts: l.MaxAttempts,
+			CancelRequested: l.CancelRequested}, p.Outcome, reason, message)
+		state, jobReason, jobMessage = end.State, end.Reason, end.Message
 		if state.Terminal() {
 			finishedAt = tx.now
 		}
@@ -466,15 +459,10 @@ func (s *Store) ReapExpired(ctx context.Context) ([]queue.Reaped, error) {
 				jobReason  job.Reason
 				jobMessage string
 			)
-			used := e.attempt - e.base
-			switch {
-			case e.cancelRequested:
-				state, jobReason = job.StateCanceled, job.ReasonCanceled
-			case used >= e.maxAttempts:
-				state, jobReason = job.StateErrored, job.ReasonLeaseExpired
-				jobMessage = fmt.Sprintf("the executor stopped heartbeating; all %d attempts used", used)
-			default:
-				state = job.StateQueued
+			end := queue.AfterLeaseExpiry(queue.AttemptBudget{Used: e.attempt - e.base, MaxAttempts: e.maxAttempts,
+				CancelRequested: e.cancelRequested})
+			state, jobReason, jobMessage = end.State, end.Reason, end.Message
+			if state == job.StateQueued {
 				tx.notify(ChannelClaimable, e.queue)
 			}
 			tx.notify(ChannelJob, strconv.FormatInt(e.id, 10))

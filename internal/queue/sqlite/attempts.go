@@ -267,16 +267,9 @@ func (s *Store) Finish(ctx context.Context, p queue.FinishParams) (*queue.Job, e
 			jobMessage string
 			finishedAt int64 // of the job; 0 while it is not terminal
 		)
-		switch {
-		case p.Outcome == job.OutcomeErrored && l.cancelRequested:
-			state, jobReason = job.StateCanceled, job.ReasonCanceled
-		case p.Outcome == job.OutcomeErrored && ref.Attempt-l.base < l.maxAttempts:
-			state = job.StateQueued // try again; the attempt keeps the reason
-		case p.Outcome == job.OutcomeErrored:
-			state, jobReason, jobMessage = job.StateErrored, reason, p.Message
-		default: // succeeded, failed and canceled map onto the states of the same name
-			state, jobReason, jobMessage = job.State(p.Outcome), reason, p.Message
-		}
+		end := queue.AfterFinish(queue.AttemptBudget{Used: ref.Attempt - l.base, MaxAttempts: l.maxAttempts,
+			CancelRequested: l.cancelRequested}, p.Outcome, reason, p.Message)
+		state, jobReason, jobMessage = end.State, end.Reason, end.Message
 		if state.Terminal() {
 			finishedAt = now
 		}
@@ -330,15 +323,11 @@ func (s *Store) ReapExpired(ctx context.Context) ([]queue.Reaped, error) {
 				jobMessage string
 				finishedAt int64
 			)
-			used := e.attempt - e.base
-			switch {
-			case e.cancelRequested:
-				state, jobReason, finishedAt = job.StateCanceled, job.ReasonCanceled, now
-			case used >= e.maxAttempts:
-				state, jobReason, finishedAt = job.StateErrored, job.ReasonLeaseExpired, now
-				jobMessage = fmt.Sprintf("the executor stopped heartbeating; all %d attempts used", used)
-			default:
-				state = job.StateQueued
+			end := queue.AfterLeaseExpiry(queue.AttemptBudget{Used: e.attempt - e.base, MaxAttempts: e.maxAttempts,
+				CancelRequested: e.cancelRequested})
+			state, jobReason, jobMessage = end.State, end.Reason, end.Message
+			if state.Terminal() {
+				finishedAt = now
 			}
 			if _, err := tx.ExecContext(ctx, qEndAttempt, now, job.OutcomeErrored, job.ReasonLeaseExpired,
 				"the executor stopped heartbeating", nil, 0, "reaper", e.id, e.attempt); err != nil {
