@@ -42,8 +42,16 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 	}
 	var end int64
 	err := s.tx(ctx, replayable, func(ctx context.Context, tx *txn) error {
-		l, err := lockJob(ctx, tx, ref.JobID)
-		if err != nil {
+		// Only the state and the attempt are needed: an append, the hottest
+		// write, does not read (and decode) the whole job.
+		var (
+			state   job.State
+			current int
+		)
+		err := tx.QueryRow(ctx, `SELECT state, attempt FROM jobs WHERE id = $1 FOR NO KEY UPDATE`, ref.JobID).Scan(&state, &current)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return queue.ErrNotFound
+		} else if err != nil {
 			return err
 		}
 		var finished bool
@@ -54,7 +62,7 @@ func (s *Store) AppendLog(ctx context.Context, p queue.AppendLogParams) (int64, 
 			return queue.ErrStaleAttempt // an attempt that never was
 		case err != nil:
 			return err
-		case finished || l.State != job.StateRunning || l.Attempt != ref.Attempt:
+		case finished || state != job.StateRunning || current != ref.Attempt:
 			return queue.ErrStaleAttempt
 		}
 		if p.Offset > end {
