@@ -140,12 +140,24 @@ func (m *Mirrors) uploadPack(w http.ResponseWriter, r *http.Request, dir, name s
 		http.Error(w, "unsupported content encoding "+enc, http.StatusUnsupportedMediaType)
 		return
 	}
-	lr := &limitReader{r: body, n: m.opts.MaxRequestBody}
+	// The whole request is read before upload-pack starts: upload-pack
+	// answers pkt-lines as it reads them, so a body found too large half
+	// way would meet a response already under way. (A request is wants and
+	// haves: kilobytes, megabytes for a long negotiation.)
+	req, err := io.ReadAll(io.LimitReader(body, m.opts.MaxRequestBody+1))
+	if err != nil {
+		http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if int64(len(req)) > m.opts.MaxRequestBody {
+		http.Error(w, fmt.Sprintf("request body exceeds %d bytes", m.opts.MaxRequestBody), http.StatusRequestEntityTooLarge)
+		return
+	}
 	env, _ := protocolEnv(r)
 	w.Header().Set("Content-Type", resultType)
 	noCache(w)
 	fw := &flushWriter{w: w, rc: http.NewResponseController(w)}
-	err := m.run(r.Context(), gitCmd{timeout: m.opts.ServeTimeout, env: env, stdin: lr, stdout: fw},
+	err = m.run(r.Context(), gitCmd{timeout: m.opts.ServeTimeout, env: env, stdin: bytes.NewReader(req), stdout: fw},
 		"upload-pack", "--stateless-rpc", "--strict", dir)
 	if err == nil {
 		return
@@ -155,9 +167,6 @@ func (m *Mirrors) uploadPack(w http.ResponseWriter, r *http.Request, dir, name s
 		return
 	}
 	switch {
-	case lr.exceeded && !fw.wrote:
-		w.Header().Del("Content-Type")
-		http.Error(w, fmt.Sprintf("request body exceeds %d bytes", m.opts.MaxRequestBody), http.StatusRequestEntityTooLarge)
 	case !fw.wrote:
 		m.log.Warn("git upload-pack failed", "repository", name, "error", err.Error())
 		w.Header().Del("Content-Type")
@@ -183,31 +192,5 @@ func (f *flushWriter) Write(p []byte) (int, error) {
 	if err == nil {
 		f.rc.Flush()
 	}
-	return n, err
-}
-
-// limitReader fails, rather than ending quietly, past n bytes.
-type limitReader struct {
-	r        io.Reader
-	n        int64
-	exceeded bool
-}
-
-var errBodyTooLarge = errors.New("request body too large")
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		var one [1]byte
-		if n, err := l.r.Read(one[:]); n == 0 && err != nil {
-			return 0, err
-		}
-		l.exceeded = true
-		return 0, errBodyTooLarge
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
 	return n, err
 }
